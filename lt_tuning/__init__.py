@@ -1,0 +1,23 @@
+"""lt-tuning: make pretrained language models good long-tailed learners."""
+
+from lt_tuning.data import (
+    CMIDDataModule,
+    CTCDataModule,
+    IFLYTEKDataModule,
+    LongTailedDataModule,
+    MSRADataModule,
+    R52DataModule,
+    TextClassificationDataModule,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CMIDDataModule",
+    "CTCDataModule",
+    "IFLYTEKDataModule",
+    "LongTailedDataModule",
+    "MSRADataModule",
+    "R52DataModule",
+    "TextClassificationDataModule",
+]

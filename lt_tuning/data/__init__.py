@@ -1,0 +1,38 @@
+"""Long-tailed datasets as LightningDataModules, prompt templates and verbalizers."""
+
+from lt_tuning.data.collate import PadCollator
+from lt_tuning.data.datamodule import LongTailedDataModule
+from lt_tuning.data.prompt import Template, add_pseudo_tokens, verbalizer_token_ids
+from lt_tuning.data.reading import DataFileError, read_labelled_file
+from lt_tuning.data.sources import RELEASE_URL, download_task, resolve_task_dir
+from lt_tuning.data.tasks import (
+    CMIDDataModule,
+    CTCDataModule,
+    IFLYTEKDataModule,
+    MSRADataModule,
+    R52DataModule,
+    ReleasedTaskDataModule,
+    TaskSpec,
+    TextClassificationDataModule,
+)
+
+__all__ = [
+    "CMIDDataModule",
+    "CTCDataModule",
+    "DataFileError",
+    "IFLYTEKDataModule",
+    "LongTailedDataModule",
+    "MSRADataModule",
+    "PadCollator",
+    "R52DataModule",
+    "RELEASE_URL",
+    "ReleasedTaskDataModule",
+    "TaskSpec",
+    "Template",
+    "TextClassificationDataModule",
+    "add_pseudo_tokens",
+    "download_task",
+    "read_labelled_file",
+    "resolve_task_dir",
+    "verbalizer_token_ids",
+]

@@ -1,0 +1,303 @@
+"""The LightningDataModule shared by every long-tailed dataset.
+
+One DataModule yields both encodings of an example: CLS format (``[CLS] a [SEP] (b [SEP])``,
+built by the tokenizer itself) and prompt format (a :class:`~lt_tuning.data.prompt.Template`
+with one [MASK]). Text is tokenized by a fast tokenizer in batched ``datasets.map`` calls whose
+results are cached on disk, keyed by the file contents and every setting that changes them.
+It also knows the class frequencies that define head and tail classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import datasets
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from lt_tuning.data.collate import PadCollator
+from lt_tuning.data.prompt import Template, add_pseudo_tokens, verbalizer_token_ids
+from lt_tuning.data.reading import DataFileError, load_json_mapping, read_labelled_file
+from lt_tuning.data.sources import cache_root
+from lt_tuning.metrics.split import head_tail_split
+
+InputFormat = Literal["cls", "prompt"]
+SPLITS = ("train", "dev", "test")
+_CACHE_VERSION = "1"
+
+
+class LongTailedDataModule(pl.LightningDataModule):
+    """Labelled text splits -> tokenized, dynamically padded batches, plus head/tail statistics.
+
+    Subclasses say where each split's rows come from (:meth:`split_path`); this class does the
+    rest. Args:
+        model_name_or_path: tokenizer to load with ``AutoTokenizer`` (hub name or local folder).
+        text_fields: one or two column names (``text_a``, ``text_b``).
+        label_field: column holding the label name.
+        labels: label names in index order, or a path to a ``label2idx.json``.
+        verbalizer: label -> word or phrase (or a path to such a JSON) for prompt format.
+        template: prompt template with ``{mask}`` and ``{text_a}`` (and ``{text_b}``).
+        max_length: longest encoded sequence; only text is truncated, never the template.
+        head_tail_ratio: running share of examples below which a class is head.
+        head_tail_from: ``"train"`` splits head/tail by training frequencies (principled);
+            ``"eval"`` by each evaluated split's own frequencies (what the reference code did).
+        input_format: ``"cls"`` or ``"prompt"``; None asks the trainer's LightningModule
+            (its ``input_format`` attribute), so a config need not say it twice.
+        limit_examples: keep only the first N rows of every split (quick runs, tests).
+        cache_dir: where tokenized splits are cached (default ``<cache root>/tokenized``).
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        text_fields: Sequence[str] = ("text",),
+        label_field: str = "label",
+        labels: Sequence[str] | str | None = None,
+        verbalizer: Mapping[str, str] | str | None = None,
+        template: str = "{cls}{text_a}{sep}",
+        max_length: int = 128,
+        head_tail_ratio: float = 0.65,
+        head_tail_from: Literal["train", "eval"] = "train",
+        input_format: InputFormat | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        limit_examples: int | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if len(text_fields) not in (1, 2):
+            raise ValueError(f"text_fields must name one or two columns, got {list(text_fields)}.")
+        if not 0.0 < head_tail_ratio <= 1.0:
+            raise ValueError(f"head_tail_ratio must be in (0, 1], got {head_tail_ratio}.")
+        self.model_name_or_path = model_name_or_path
+        self.text_fields = list(text_fields)
+        self.label_field = label_field
+        self._labels = labels
+        self._verbalizer = verbalizer
+        self.template_text = template
+        self.max_length = max_length
+        self.head_tail_ratio = head_tail_ratio
+        self.head_tail_from = head_tail_from
+        self.input_format = input_format
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.limit_examples = limit_examples
+        self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "tokenized"
+        self.datasets: dict[str, datasets.Dataset] = {}
+        self.examples: dict[str, dict[str, list]] = {}
+
+    # --- where rows come from (subclasses) ---------------------------------------------
+
+    def split_path(self, split: str) -> Path:
+        """Path of ``split``'s file; subclasses must say where their data lives."""
+        raise NotImplementedError
+
+    def default_labels_path(self) -> Path | None:
+        """Where to find ``label2idx.json`` when ``labels`` is not given."""
+        return None
+
+    def default_verbalizer_path(self) -> Path | None:
+        """Where to find ``verbalizer.json`` when ``verbalizer`` is not given."""
+        return None
+
+    def split_fingerprint(self, split: str) -> str:
+        """Identity of ``split``'s contents, for the tokenization cache key."""
+        return hashlib.sha256(self.split_path(split).read_bytes()).hexdigest()
+
+    def read_split(self, split: str) -> dict[str, list]:
+        """Raw validated columns ``text_a`` (``text_b``) ``label`` of ``split``."""
+        path = self.split_path(split)
+        if not path.is_file():
+            hint = " Or set head_tail_from='eval' if only dev/test are at hand." if split == "train" else ""
+            raise FileNotFoundError(f"The {split} split file is missing: {path}.{hint}")
+        return read_labelled_file(path, self.text_fields, self.label_field, self.label2idx)
+
+    # --- labels, tokenizer, template, verbalizer ---------------------------------------
+
+    @cached_property
+    def label_names(self) -> list[str]:
+        """Label names in index order."""
+        labels = self._labels if self._labels is not None else self.default_labels_path()
+        if labels is None:
+            raise ValueError("No label list: pass `labels` (a list of names or a label2idx.json path).")
+        if isinstance(labels, (str, Path)):
+            mapping = load_json_mapping(labels)
+            indices = sorted(mapping.values())
+            if indices != list(range(len(mapping))):
+                raise DataFileError(f"{labels}: label indices must be 0..{len(mapping) - 1} with no gaps.")
+            return sorted(mapping, key=mapping.__getitem__)
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"`labels` has duplicates: {list(labels)}.")
+        return [str(label) for label in labels]
+
+    @property
+    def label2idx(self) -> dict[str, int]:
+        return {label: index for index, label in enumerate(self.label_names)}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    @cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The fast tokenizer, with the template's pseudo tokens added."""
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path, use_fast=True)
+        except OSError as err:
+            raise OSError(
+                f"Cannot load a tokenizer from {self.model_name_or_path!r}: give an existing local folder "
+                "or a model name on the Hugging Face hub (needs internet)."
+            ) from err
+        if not tokenizer.is_fast:
+            raise ValueError(f"{self.model_name_or_path!r} has no fast tokenizer; lt-tuning needs one for speed.")
+        add_pseudo_tokens(tokenizer, self.template_text)
+        return tokenizer
+
+    @cached_property
+    def template(self) -> Template:
+        return Template.parse(self.template_text, self.tokenizer, len(self.text_fields))
+
+    @cached_property
+    def verbalizer(self) -> dict[str, str]:
+        """Label -> verbalizer word."""
+        source = self._verbalizer if self._verbalizer is not None else self.default_verbalizer_path()
+        if source is None:
+            raise ValueError("No verbalizer: pass `verbalizer` (label -> word, or a verbalizer.json path).")
+        return dict(load_json_mapping(source)) if isinstance(source, (str, Path)) else dict(source)
+
+    @cached_property
+    def verbalizer_ids(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids ``[C, L]`` and mask ``[C, L]`` of the verbalizer words, in label order."""
+        source = self._verbalizer if self._verbalizer is not None else self.default_verbalizer_path()
+        return verbalizer_token_ids(
+            self.verbalizer, self.label_names, self.tokenizer, self.template.space_before_mask,
+            source=str(source) if isinstance(source, (str, Path)) else "verbalizer",
+        )
+
+    # --- class statistics --------------------------------------------------------------
+
+    def class_counts(self, split: str = "train") -> list[int]:
+        """Number of examples of each class in ``split``."""
+        labels = self._examples(split)["label"]
+        return np.bincount(np.asarray(labels, dtype=np.int64), minlength=self.num_classes).tolist()
+
+    def head_tail_classes(self, split: str = "train") -> tuple[list[int], list[int]]:
+        """Head and tail class indices by the study's rule, from ``split``'s frequencies."""
+        return head_tail_split(self.class_counts(split), self.head_tail_ratio, ignore_absent=split != "train")
+
+    @property
+    def metric_class_counts(self) -> list[int] | None:
+        """Counts that fix the head/tail split of the metrics; None: split on each evaluated set."""
+        return self.class_counts("train") if self.head_tail_from == "train" else None
+
+    # --- encoding ----------------------------------------------------------------------
+
+    def _examples(self, split: str) -> dict[str, list]:
+        if split not in self.examples:
+            columns = self.read_split(split)
+            if self.limit_examples is not None:
+                columns = {key: values[: self.limit_examples] for key, values in columns.items()}
+            self.examples[split] = columns
+        return self.examples[split]
+
+    def resolved_input_format(self) -> InputFormat:
+        """``input_format``, or the attached LightningModule's, or an error saying to set it."""
+        fmt = self.input_format
+        if fmt is None:
+            module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+            fmt = getattr(module, "input_format", None)
+        if fmt not in ("cls", "prompt"):
+            raise ValueError("Set input_format='cls' or 'prompt' (or attach a lt-tuning module through a Trainer).")
+        return fmt
+
+    def encode(self, split: str, input_format: InputFormat) -> datasets.Dataset:
+        """Tokenized ``split`` in ``input_format``; cached on disk across runs."""
+        columns = self._examples(split)
+        key = self._cache_key(split, input_format)
+        cache_file = self.cache_dir / f"{split}-{input_format}-{key}.arrow"
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        dataset = datasets.Dataset.from_dict({**columns, "index": list(range(len(columns["label"])))})
+        return dataset.map(
+            self._encode_batch,
+            batched=True,
+            fn_kwargs={"input_format": input_format},
+            remove_columns=[name for name in ("text_a", "text_b") if name in columns],
+            cache_file_name=str(cache_file),
+            new_fingerprint=key,
+            desc=f"Tokenizing {split} ({input_format})",
+        )
+
+    def _encode_batch(self, batch: dict[str, list], input_format: InputFormat) -> dict[str, list]:
+        tokenizer = self.tokenizer
+        text_b = batch.get("text_b")
+        if input_format == "cls":
+            encoded = tokenizer(
+                batch["text_a"], text_b, truncation="longest_first", max_length=self.max_length,
+                return_attention_mask=False,
+            )
+            return dict(encoded)
+        template = self.template
+        template.text_budget(self.max_length, len(self.text_fields))  # fail early, before the loop
+        ids_a = tokenizer(batch["text_a"], add_special_tokens=False)["input_ids"]
+        ids_b = tokenizer(text_b, add_special_tokens=False)["input_ids"] if text_b is not None else [None] * len(ids_a)
+        input_ids = [template.encode(a, b, self.max_length) for a, b in zip(ids_a, ids_b)]
+        mask_id = tokenizer.mask_token_id
+        return {"input_ids": input_ids, "mask_pos": [ids.index(mask_id) for ids in input_ids]}
+
+    def _cache_key(self, split: str, input_format: InputFormat) -> str:
+        digest = hashlib.sha256()
+        digest.update(self.split_fingerprint(split).encode())
+        digest.update(self.tokenizer.backend_tokenizer.to_str().encode())
+        settings = [
+            _CACHE_VERSION, input_format, self.max_length, self.text_fields, self.label_names,
+            self.template_text if input_format == "prompt" else None, self.limit_examples,
+        ]
+        digest.update(json.dumps(settings, ensure_ascii=False).encode())
+        return digest.hexdigest()[:16]
+
+    # --- LightningDataModule hooks -----------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        """Encode the splits ``stage`` needs (fit: train+dev, validate: dev, test/predict: test)."""
+        fmt = self.resolved_input_format()
+        needed = {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test",), "predict": ("test",)}
+        for split in needed.get(stage, SPLITS) if stage else SPLITS:
+            if split not in self.datasets:
+                self.datasets[split] = self.encode(split, fmt)
+
+    def collator(self) -> PadCollator:
+        return PadCollator(
+            self.tokenizer.pad_token_id, with_token_type_ids="token_type_ids" in self.tokenizer.model_input_names
+        )
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            collate_fn=self.collator(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("dev", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

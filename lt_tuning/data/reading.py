@@ -1,0 +1,133 @@
+"""Read labelled text files (TSV, CSV, JSON lines) into validated columns.
+
+Every problem is reported with the file, the row and what to do, before any training
+starts: a wrong number of fields, an unknown label, an empty file, bytes that are not UTF-8.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be used as it is; the message says where and how to fix it."""
+
+
+def read_labelled_file(
+    path: str | Path,
+    text_fields: Sequence[str],
+    label_field: str | None,
+    label2idx: Mapping[str, int] | None,
+) -> dict[str, list]:
+    """Read ``path`` into ``{"text_a": [...], ("text_b": [...],) ("label": [...])}``.
+
+    TSV is read with quoting off (the released data has bare ``"`` in texts) and a header row
+    naming the columns; CSV uses standard quoting and a header; JSON lines hold one object per
+    line. ``label_field=None`` reads unlabelled data (prediction).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Data file not found: {path}")
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataFileError(f"{path}: unknown file type {path.suffix!r}; use .tsv, .csv or .jsonl.")
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(_rows(handle, fmt, path))
+    except UnicodeDecodeError as err:
+        raise DataFileError(
+            f"{path}: not UTF-8 (byte {err.start}: {err.reason}); re-save the file as UTF-8."
+        ) from None
+    return columns_from_rows(rows, str(path), text_fields, label_field, label2idx)
+
+
+def columns_from_rows(
+    rows: Iterable[tuple[int, Mapping]],
+    source: str,
+    text_fields: Sequence[str],
+    label_field: str | None,
+    label2idx: Mapping[str, int] | None,
+) -> dict[str, list]:
+    """Validate ``(row number, record)`` pairs into columns; errors name ``source`` and the row."""
+    wanted = list(text_fields) + ([label_field] if label_field is not None else [])
+    columns: dict[str, list] = {name: [] for name in ("text_a", "text_b")[: len(text_fields)]}
+    labels: list[int] = []
+    for line, row in rows:
+        missing = [name for name in wanted if row.get(name) is None]
+        if missing:
+            raise DataFileError(f"{source}, row {line}: no value for column(s) {missing} (row has {sorted(row)}).")
+        for key, field in zip(columns, text_fields):
+            columns[key].append(str(row[field]))
+        if label_field is not None:
+            labels.append(_label_index(row[label_field], label2idx, source, line))
+    if not columns["text_a"]:
+        raise DataFileError(f"{source}: no examples (the split is empty); add rows or point to the right data.")
+    if label_field is not None:
+        columns["label"] = labels
+    return columns
+
+
+def _label_index(label: object, label2idx: Mapping[str, int] | None, source: str, line: int) -> int:
+    if label2idx is None:
+        raise DataFileError(f"{source}: no label list given; set `labels` (a list or a label2idx.json path).")
+    try:
+        return label2idx[str(label)]
+    except KeyError:
+        known = ", ".join(list(label2idx)[:20]) + (", ..." if len(label2idx) > 20 else "")
+        raise DataFileError(
+            f"{source}, row {line}: unknown label {label!r}. Known labels: {known}. "
+            "Fix the row or add the label to the label list (label2idx.json / `labels`)."
+        ) from None
+
+
+def _rows(handle, fmt: str, path: Path):
+    """Yield ``(line_number, {column: value})``; line numbers count the header as line 1."""
+    if fmt == "jsonl":
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise DataFileError(f"{path}, line {number}: not valid JSON ({err.msg}).") from None
+            if not isinstance(record, dict):
+                raise DataFileError(f"{path}, line {number}: expected a JSON object per line.")
+            yield number, record
+        return
+    if fmt == "tsv":
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(handle)
+    header = next(reader, None)
+    if header is None:
+        return
+    for row in reader:
+        number = reader.line_num
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataFileError(
+                f"{path}, line {number}: {len(row)} field(s) where the header {header} has {len(header)}. "
+                "Check for a stray or missing separator in that row."
+            )
+        yield number, dict(zip(header, row))
+
+
+def load_json_mapping(path: str | Path) -> dict:
+    """Load a JSON object (label2idx.json, verbalizer.json) with a clear error if absent or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"File not found: {path}")
+    with path.open(encoding="utf-8") as handle:
+        try:
+            value = json.load(handle)
+        except json.JSONDecodeError as err:
+            raise DataFileError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}).") from None
+    if not isinstance(value, dict):
+        raise DataFileError(f"{path}: expected a JSON object mapping each label to a value.")
+    return value

@@ -1,0 +1,173 @@
+"""One DataModule per long-tailed dataset of the study, and one for the user's own data.
+
+The study's defaults (text fields, template, max_length, head/tail ratio, backbone) live in
+one :class:`TaskSpec` per dataset; an argument left at None takes the task's default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import datasets
+
+from lt_tuning.data.datamodule import LongTailedDataModule
+from lt_tuning.data.reading import columns_from_rows
+from lt_tuning.data.sources import resolve_task_dir
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The study's settings for one dataset (``shared/reference/PAPER.md``)."""
+
+    name: str
+    text_fields: tuple[str, ...]
+    template: str
+    max_length: int
+    head_tail_ratio: float
+    backbone: str
+
+
+class ReleasedTaskDataModule(LongTailedDataModule):
+    """A dataset of the study, as the authors released it (TSV splits, label2idx, verbalizer).
+
+    Files are found by :func:`lt_tuning.data.sources.resolve_task_dir`: ``data_dir``, then
+    ``$LT_TUNING_DATA/<task>``, then the user cache, else a download of the release.
+    Arguments left at None take the task's defaults (see the subclass docstring).
+    """
+
+    spec: ClassVar[TaskSpec]
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        model_name_or_path: str | None = None,
+        template: str | None = None,
+        max_length: int | None = None,
+        head_tail_ratio: float | None = None,
+        download_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        spec = self.spec
+        super().__init__(
+            model_name_or_path=spec.backbone if model_name_or_path is None else model_name_or_path,
+            text_fields=spec.text_fields,
+            template=spec.template if template is None else template,
+            max_length=spec.max_length if max_length is None else max_length,
+            head_tail_ratio=spec.head_tail_ratio if head_tail_ratio is None else head_tail_ratio,
+            **kwargs,
+        )
+        self.data_dir = data_dir
+        self.download_url = download_url
+
+    @cached_property
+    def task_dir(self) -> Path:
+        return resolve_task_dir(self.spec.name, self.data_dir, self.download_url)
+
+    def prepare_data(self) -> None:
+        """Find (or download, once, on rank 0) the task's files."""
+        self.task_dir
+
+    def split_path(self, split: str) -> Path:
+        return self.task_dir / f"{split}.tsv"
+
+    def default_labels_path(self) -> Path:
+        return self.task_dir / "label2idx.json"
+
+    def default_verbalizer_path(self) -> Path:
+        return self.task_dir / "verbalizer.json"
+
+
+class CMIDDataModule(ReleasedTaskDataModule):
+    """CMID: Chinese medical question intent, 36 classes; max_length 64, head/tail ratio 0.65."""
+
+    spec = TaskSpec("cmid", ("text",), "{cls}{text_a}？这个问题的意图是{mask}。{sep}", 64, 0.65, "bert-base-chinese")
+
+
+class IFLYTEKDataModule(ReleasedTaskDataModule):
+    """IFLYTEK: app description -> category, 119 classes; max_length 512, ratio 0.65."""
+
+    spec = TaskSpec("iflytek", ("text",), "{cls}{text_a}。这句话描述的物品属于{mask}。{sep}", 512, 0.65, "bert-base-chinese")
+
+
+class CTCDataModule(ReleasedTaskDataModule):
+    """CTC: clinical trial criterion type, 44 classes; max_length 64, ratio 0.8."""
+
+    spec = TaskSpec("ctc", ("text",), "{cls}{text_a}。这个标准的类别是{mask}。{sep}", 64, 0.8, "bert-base-chinese")
+
+
+class MSRADataModule(ReleasedTaskDataModule):
+    """MSRA entity typing: (sentence, entity) -> type, 26 classes; max_length 128, ratio 0.55."""
+
+    spec = TaskSpec(
+        "msra", ("text", "entity"), "{cls}{text_a}。这句话中的{text_b}是{mask}。{sep}", 128, 0.55, "bert-base-chinese"
+    )
+
+
+class R52DataModule(ReleasedTaskDataModule):
+    """R52: Reuters news topic (English), 52 classes; max_length 256, ratio 0.55."""
+
+    spec = TaskSpec("r52", ("text",), "{cls}{text_a} This is {mask} news . {sep}", 256, 0.55, "bert-base-uncased")
+
+
+class TextClassificationDataModule(LongTailedDataModule):
+    """The user's own long-tailed data: files (TSV, CSV, JSON lines) or a ``datasets`` dataset.
+
+    Args:
+        train_file, dev_file, test_file: paths of the splits (header row for TSV/CSV).
+        dataset_name: instead of files, a name for ``datasets.load_dataset`` (a hub dataset,
+            or a builder such as ``"csv"`` with ``dataset_kwargs={"data_files": ...}``).
+        dataset_kwargs: extra arguments of ``load_dataset``.
+        split_names: our split -> the dataset's split name.
+        labels: label names in index order, or a label2idx.json path (required).
+        verbalizer: label -> word, or a JSON path (needed for prompt format).
+    Other arguments as :class:`LongTailedDataModule`.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        labels: Sequence[str] | str,
+        train_file: str | None = None,
+        dev_file: str | None = None,
+        test_file: str | None = None,
+        dataset_name: str | None = None,
+        dataset_kwargs: dict[str, Any] | None = None,
+        split_names: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model_name_or_path=model_name_or_path, labels=labels, **kwargs)
+        self.files = {"train": train_file, "dev": dev_file, "test": test_file}
+        if dataset_name is None and not any(self.files.values()):
+            raise ValueError("Give train_file/dev_file/test_file, or a dataset_name for datasets.load_dataset.")
+        self.dataset_name = dataset_name
+        self.dataset_kwargs = dict(dataset_kwargs or {})
+        self.split_names = {"train": "train", "dev": "validation", "test": "test", **(split_names or {})}
+
+    def split_path(self, split: str) -> Path:
+        if self.files[split] is None:
+            raise FileNotFoundError(f"No {split}_file configured for the {split} split.")
+        return Path(self.files[split])
+
+    def read_split(self, split: str) -> dict[str, list]:
+        if self.dataset_name is None:
+            return super().read_split(split)
+        rows = self._hub_split(split)
+        feature = rows.features.get(self.label_field)
+        if isinstance(feature, datasets.ClassLabel):  # stored as ints: back to the names we match on
+            rows = ({**row, self.label_field: feature.int2str(row[self.label_field])} for row in rows)
+        source = f"{self.dataset_name}[{self.split_names[split]}]"
+        return columns_from_rows(enumerate(rows, start=1), source, self.text_fields, self.label_field, self.label2idx)
+
+    def _hub_split(self, split: str) -> datasets.Dataset:
+        return datasets.load_dataset(self.dataset_name, split=self.split_names[split], **self.dataset_kwargs)
+
+    def split_fingerprint(self, split: str) -> str:
+        if self.dataset_name is None:
+            return super().split_fingerprint(split)
+        return hashlib.sha256(self._hub_split(split)._fingerprint.encode()).hexdigest()
+

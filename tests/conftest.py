@@ -1,0 +1,82 @@
+"""Shared fixtures: offline, isolated caches, tokenizers written by the tests themselves."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Read at import time by transformers/datasets: no test may reach a hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LT_TUNING_SHARED_DATA", ROOT.parent / "shared" / "data"))
+TASKS = ("cmid", "iflytek", "ctc", "msra", "r52")
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def write_bert_tokenizer(folder: Path, tokens: list[str]) -> str:
+    """Write a BERT WordPiece vocabulary (special tokens first) that AutoTokenizer loads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = SPECIAL_TOKENS + [t for t in dict.fromkeys(tokens) if t not in SPECIAL_TOKENS]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    return str(folder)
+
+
+def corpus_tokens(task: str, limit: int | None = None) -> list[str]:
+    """Characters/words of a task's verbalizer, template words and (part of) its train text."""
+    folder = SHARED_DATA / task
+    words: list[str] = []
+    verbalizer = json.loads((folder / "verbalizer.json").read_text(encoding="utf-8"))
+    text = " ".join(verbalizer.values()) + " 这个问题的意图是？。句话描述物品属于标准类别中 this is news ."
+    split = folder / "train.tsv"
+    if split.exists():
+        lines = split.read_text(encoding="utf-8").splitlines()[1 : (limit + 1) if limit else None]
+        text += " ".join(lines)
+    for chunk in text.lower().split():
+        for token in _split_cjk(chunk):
+            words.append(token)
+    return words
+
+
+def _split_cjk(chunk: str) -> list[str]:
+    out, word = [], ""
+    for char in chunk:
+        if "\u4e00" <= char <= "\u9fff" or not char.isalnum():
+            if word:
+                out.append(word)
+                word = ""
+            out.append(char)
+        else:
+            word += char
+    if word:
+        out.append(word)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _offline_and_isolated(tmp_path_factory, monkeypatch):
+    """No downloads and no writes to the user's cache from any test."""
+    monkeypatch.setenv("LT_TUNING_CACHE", str(tmp_path_factory.getbasetemp() / "lt_cache"))
+    monkeypatch.delenv("LT_TUNING_DATA", raising=False)
+    monkeypatch.setenv("LT_TUNING_DATA_URL", "file:///nonexistent-lt-tuning-release")
+
+
+@pytest.fixture(scope="session")
+def zh_tokenizer_dir(tmp_path_factory) -> str:
+    """A tokenizer covering the verbalizers and templates of all five tasks, and CMID/CTC text."""
+    tokens: list[str] = []
+    for task in TASKS:
+        tokens += corpus_tokens(task, limit=3000)
+    return write_bert_tokenizer(tmp_path_factory.mktemp("zh_tok"), tokens)
+
+
+def require_split(task: str, split: str) -> Path:
+    path = SHARED_DATA / task / f"{split}.tsv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent from the shared data (the release's {task} {split} split is not in this copy)")
+    return path

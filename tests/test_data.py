@@ -1,0 +1,336 @@
+"""DataModules: real datasets, exact encodings, truncation, padding, caching, lookup order."""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from conftest import SHARED_DATA, TASKS, require_split, write_bert_tokenizer
+from lt_tuning import (
+    CMIDDataModule,
+    CTCDataModule,
+    IFLYTEKDataModule,
+    MSRADataModule,
+    R52DataModule,
+    TextClassificationDataModule,
+)
+from lt_tuning.data import DataFileError, Template, resolve_task_dir, verbalizer_token_ids
+from lt_tuning.metrics import head_tail_split
+
+MODULES = {
+    "cmid": CMIDDataModule,
+    "iflytek": IFLYTEKDataModule,
+    "ctc": CTCDataModule,
+    "msra": MSRADataModule,
+    "r52": R52DataModule,
+}
+# Row counts from shared/data/README.md.
+ROWS = {
+    ("cmid", "train"): 8578, ("cmid", "dev"): 1226, ("cmid", "test"): 2450,
+    ("ctc", "train"): 20666, ("ctc", "dev"): 2296, ("ctc", "test"): 7682,
+    ("iflytek", "dev"): 1213, ("iflytek", "test"): 2599,
+    ("msra", "dev"): 11811, ("msra", "test"): 8419,
+    ("r52", "dev"): 617, ("r52", "test"): 2570,
+}
+CLASSES = {"cmid": 36, "ctc": 44, "iflytek": 119, "msra": 26, "r52": 52}
+
+
+def file_class_counts(path: Path, label2idx: dict[str, int]) -> list[int]:
+    """Independent count: the last tab-separated field of every line after the header."""
+    lines = path.read_text("utf-8").split("\n")[1:]  # not splitlines(): texts hold U+2028 and friends
+    counts = collections.Counter(line.rstrip("\r").rsplit("\t", 1)[1] for line in lines if line)
+    return [counts.get(label, 0) for label in sorted(label2idx, key=label2idx.get)]
+
+
+@pytest.mark.parametrize("split", ["train", "dev", "test"])
+@pytest.mark.parametrize("task", TASKS)
+def test_released_datasets_load_with_their_counts(task, split, zh_tokenizer_dir):
+    path = require_split(task, split)
+    dm = MODULES[task](data_dir=str(SHARED_DATA), model_name_or_path=zh_tokenizer_dir)
+    label2idx = json.loads((SHARED_DATA / task / "label2idx.json").read_text("utf-8"))
+    assert dm.num_classes == CLASSES[task] == len(label2idx)
+    assert dm.label_names == sorted(label2idx, key=label2idx.get)
+    counts = dm.class_counts(split)
+    assert sum(counts) == ROWS.get((task, split), sum(counts))
+    assert counts == file_class_counts(path, label2idx)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_dev_split_encodes_in_both_formats(task, zh_tokenizer_dir, tmp_path):
+    dm = MODULES[task](data_dir=str(SHARED_DATA), model_name_or_path=zh_tokenizer_dir, cache_dir=str(tmp_path))
+    prompt = dm.encode("dev", "prompt")
+    cls = dm.encode("dev", "cls")
+    assert len(prompt) == len(cls) == ROWS[(task, "dev")]
+    mask_id = dm.tokenizer.mask_token_id
+    for row in prompt.select(range(0, len(prompt), 50)):
+        assert len(row["input_ids"]) <= dm.max_length
+        assert row["input_ids"].count(mask_id) == 1 and row["input_ids"][row["mask_pos"]] == mask_id
+    assert max(len(ids) for ids in cls["input_ids"]) <= dm.max_length
+    ids, mask = dm.verbalizer_ids  # every verbalizer word is in the vocabulary
+    assert ids.shape[0] == dm.num_classes and mask.any(dim=1).all()
+
+
+def test_missing_train_split_names_the_file(zh_tokenizer_dir):
+    dm = IFLYTEKDataModule(data_dir=str(SHARED_DATA), model_name_or_path=zh_tokenizer_dir, input_format="cls")
+    if dm.split_path("train").exists():
+        pytest.skip("this copy of the data has the iflytek train split")
+    with pytest.raises(FileNotFoundError, match=r"train split file is missing: .*iflytek/train\.tsv"):
+        dm.class_counts("train")
+    with pytest.raises(FileNotFoundError, match="train.tsv"):
+        dm.setup("fit")
+
+
+def test_head_tail_split_from_training_frequencies(zh_tokenizer_dir):
+    require_split("cmid", "train")
+    dm = CMIDDataModule(data_dir=str(SHARED_DATA), model_name_or_path=zh_tokenizer_dir)
+    counts = dm.class_counts("train")
+    # The rule by hand: descending frequency, head while the running share stays below 0.65.
+    order = sorted(range(len(counts)), key=lambda c: (-counts[c], c))
+    running, expected_head = 0.0, []
+    for c in order:
+        running += counts[c] / sum(counts)
+        if running < 0.65:
+            expected_head.append(c)
+    head, tail = dm.head_tail_classes("train")
+    assert head == expected_head and 0 < len(head) < len(counts)
+    assert sorted(head + tail) == list(range(36))
+    assert dm.metric_class_counts == counts
+    dm_eval = CMIDDataModule(data_dir=str(SHARED_DATA), model_name_or_path=zh_tokenizer_dir, head_tail_from="eval")
+    assert dm_eval.metric_class_counts is None
+    assert dm_eval.head_tail_classes("dev") == head_tail_split(dm_eval.class_counts("dev"), 0.65, ignore_absent=True)
+
+
+# --- exact encodings with a hand-written vocabulary ---------------------------------------
+
+VOCAB = ["头", "痛", "怎", "么", "办", "这", "个", "问", "题", "的", "意", "图", "是", "？", "。", "疗", "治",
+         "定", "义", "it", "was", "good", "bad", "very", "."]
+
+
+@pytest.fixture
+def tiny_dir(tmp_path) -> str:
+    return write_bert_tokenizer(tmp_path / "tok", VOCAB)
+
+
+def ids_of(tokens: str) -> list[int]:
+    return [5 + VOCAB.index(token) for token in tokens.split()]
+
+
+def write_tsv(path: Path, header: list[str], rows: list[list[str]]) -> str:
+    path.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def tiny_module(tmp_path, tiny_dir, rows, header=("text", "label"), **kwargs) -> TextClassificationDataModule:
+    path = write_tsv(tmp_path / "train.tsv", list(header), rows)
+    options = dict(
+        model_name_or_path=tiny_dir, labels=["治疗", "定义"], verbalizer={"治疗": "治疗", "定义": "定义"},
+        train_file=path, dev_file=path, test_file=path, template="{cls}{text_a}？这个问题的意图是{mask}。{sep}",
+        cache_dir=str(tmp_path / "cache"),
+    )
+    options.update(kwargs)
+    return TextClassificationDataModule(**options)
+
+
+def test_cls_encoding_exact_ids(tmp_path, tiny_dir):
+    dm = tiny_module(tmp_path, tiny_dir, [["头痛怎么办", "治疗"]])
+    row = dm.encode("train", "cls")[0]
+    assert row["input_ids"] == [2] + ids_of("头 痛 怎 么 办") + [3]
+    assert row["label"] == 0
+
+
+def test_cls_encoding_pair_exact_ids(tmp_path, tiny_dir):
+    dm = tiny_module(
+        tmp_path, tiny_dir, [["头痛", "怎么办", "定义"]], header=("text", "entity", "label"),
+        text_fields=["text", "entity"], template="{cls}{text_a}。{text_b}是{mask}。{sep}",
+    )
+    row = dm.encode("train", "cls")[0]
+    assert row["input_ids"] == [2, *ids_of("头 痛"), 3, *ids_of("怎 么 办"), 3]
+    assert row["token_type_ids"] == [0, 0, 0, 0, 1, 1, 1, 1]
+    prompt = dm.encode("train", "prompt")[0]
+    assert prompt["input_ids"] == [2, *ids_of("头 痛 。 怎 么 办 是"), 4, *ids_of("。"), 3]
+    assert prompt["mask_pos"] == 8
+
+
+def test_prompt_encoding_exact_ids(tmp_path, tiny_dir):
+    dm = tiny_module(tmp_path, tiny_dir, [["头痛怎么办", "定义"]])
+    row = dm.encode("train", "prompt")[0]
+    expected = [2, *ids_of("头 痛 怎 么 办 ？ 这 个 问 题 的 意 图 是"), 4, *ids_of("。"), 3]
+    assert row["input_ids"] == expected
+    assert row["mask_pos"] == 15 and row["label"] == 1
+
+
+def test_pseudo_tokens_become_tokens(tmp_path, tiny_dir):
+    dm = tiny_module(tmp_path, tiny_dir, [["头痛", "治疗"]], template="{cls}{p0}{text_a}{p1}{mask}{sep}")
+    p0, p1 = dm.tokenizer.convert_tokens_to_ids(["[P0]", "[P1]"])
+    assert {p0, p1} == {len(VOCAB) + 5, len(VOCAB) + 6}
+    assert dm.encode("train", "prompt")[0]["input_ids"] == [2, p0, *ids_of("头 痛"), p1, 4, 3]
+
+
+def test_english_template_and_space_before_mask(tmp_path):
+    tok = write_bert_tokenizer(tmp_path / "en", VOCAB)
+    dm = tiny_module(
+        tmp_path, tok, [["very good", "治疗"]], template="{cls}{text_a} it was {mask} .{sep}",
+        verbalizer={"治疗": "good", "定义": "very bad"},
+    )
+    assert dm.encode("train", "prompt")[0]["input_ids"] == [2, *ids_of("very good it was"), 4, *ids_of("."), 3]
+    ids, mask = dm.verbalizer_ids
+    assert ids.tolist() == [[ids_of("good")[0], 0], ids_of("very bad")]
+    assert mask.tolist() == [[True, False], [True, True]]
+
+
+def test_truncation_keeps_template_and_mask(tmp_path, tiny_dir):
+    long_text = "头痛怎么办" * 400
+    dm = tiny_module(tmp_path, tiny_dir, [[long_text, "治疗"]], max_length=32)
+    row = dm.encode("train", "prompt")[0]
+    assert len(row["input_ids"]) == 32
+    assert row["input_ids"][row["mask_pos"]] == 4 and row["mask_pos"] == 29
+    assert row["input_ids"][-3:] == [4, *ids_of("。"), 3]
+    assert row["input_ids"][1:15] == ids_of("头 痛 怎 么 办 头 痛 怎 么 办 头 痛 怎 么")  # text kept from its start
+    cls = dm.encode("train", "cls")[0]
+    assert len(cls["input_ids"]) == 32 and cls["input_ids"][-1] == 3
+
+
+def test_pair_truncation_is_longest_first(tmp_path, tiny_dir):
+    template = "{cls}{text_a}。{text_b}是{mask}。{sep}"  # 6 template tokens
+    tpl = Template.parse(template, AutoTokenizer.from_pretrained(tiny_dir), 2)
+    assert tpl.num_template_tokens == 6
+    ids = tpl.encode(list(range(100, 120)), [200, 201, 202], max_length=16)  # 10 text tokens left
+    assert ids == [2, *range(100, 107), ids_of("。")[0], 200, 201, 202, ids_of("是")[0], 4, ids_of("。")[0], 3]
+
+
+def test_dynamic_padding_pads_to_longest_in_batch(tmp_path, tiny_dir):
+    dm = tiny_module(tmp_path, tiny_dir, [["头", "治疗"], ["头痛怎么办", "定义"]], input_format="prompt",
+                     max_length=64, batch_size=2)
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["input_ids"].shape == (2, 18)
+    assert batch["attention_mask"].sum(dim=1).tolist() == [14, 18]
+    assert batch["input_ids"][0, 14:].tolist() == [0, 0, 0, 0]
+    assert batch["mask_positions"].tolist() == [11, 15]
+    assert batch["labels"].tolist() == [0, 1]
+    assert batch["index"].tolist() == [0, 1]
+
+
+def test_tokenized_splits_are_cached_by_settings(tmp_path, tiny_dir):
+    dm = tiny_module(tmp_path, tiny_dir, [["头痛", "治疗"]])
+    first = dm.encode("train", "prompt")
+    again = tiny_module(tmp_path, tiny_dir, [["头痛", "治疗"]]).encode("train", "prompt")
+    assert first.cache_files == again.cache_files and Path(first.cache_files[0]["filename"]).exists()
+    other = tiny_module(tmp_path, tiny_dir, [["头痛", "治疗"]], max_length=20).encode("train", "prompt")
+    assert other.cache_files[0]["filename"] != first.cache_files[0]["filename"]
+
+
+def test_verbalizer_rows_are_padded_and_masked(tiny_dir, tmp_path):
+    dm = tiny_module(tmp_path, tiny_dir, [["头", "治疗"]], verbalizer={"治疗": "治", "定义": "定义是"})
+    ids, mask = verbalizer_token_ids(dm.verbalizer, dm.label_names, dm.tokenizer)
+    assert ids.tolist() == [[*ids_of("治"), 0, 0], ids_of("定 义 是")]
+    assert mask.sum(dim=1).tolist() == [1, 3]
+    assert ids.dtype == torch.long
+
+
+def test_datasets_dataset_source(tmp_path, tiny_dir):
+    path = write_tsv(tmp_path / "d.tsv", ["sentence", "y"], [["头痛", "定义"], ["怎么办", "治疗"]])
+    dm = TextClassificationDataModule(
+        model_name_or_path=tiny_dir, labels=["治疗", "定义"], dataset_name="csv", text_fields=["sentence"],
+        label_field="y", dataset_kwargs={"data_files": {"train": path}, "delimiter": "\t"},
+        cache_dir=str(tmp_path / "c"),
+    )
+    assert dm.class_counts("train") == [1, 1]
+    assert dm.encode("train", "cls")["input_ids"] == [[2, *ids_of("头 痛"), 3], [2, *ids_of("怎 么 办"), 3]]
+
+
+# --- where data comes from ----------------------------------------------------------------
+
+def make_release(folder: Path, task: str = "cmid") -> Path:
+    (folder / task).mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv", "test.tsv"):
+        write_tsv(folder / task / name, ["text", "label"], [["头痛", "治疗"]])
+    (folder / task / "label2idx.json").write_text(json.dumps({"治疗": 0}, ensure_ascii=False), "utf-8")
+    (folder / task / "verbalizer.json").write_text(json.dumps({"治疗": "治疗"}, ensure_ascii=False), "utf-8")
+    return folder
+
+
+def test_lookup_order(tmp_path, monkeypatch):
+    explicit = make_release(tmp_path / "explicit")
+    env = make_release(tmp_path / "env")
+    monkeypatch.setenv("LT_TUNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LT_TUNING_DATA", str(env))
+    assert resolve_task_dir("cmid", explicit) == explicit / "cmid"
+    assert resolve_task_dir("cmid", explicit / "cmid") == explicit / "cmid"
+    assert resolve_task_dir("cmid") == env / "cmid"
+    monkeypatch.delenv("LT_TUNING_DATA")
+    cached = make_release(tmp_path / "cache" / "data")
+    assert resolve_task_dir("cmid") == cached / "cmid"
+
+
+def test_download_from_release_url(tmp_path, monkeypatch, tiny_dir):
+    release = make_release(tmp_path / "release")
+    monkeypatch.setenv("LT_TUNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LT_TUNING_DATA_URL", release.as_uri())
+    dm = CMIDDataModule(model_name_or_path=tiny_dir)
+    dm.prepare_data()
+    assert dm.task_dir == tmp_path / "cache" / "data" / "cmid"
+    assert (dm.task_dir / "train.tsv").read_bytes() == (release / "cmid" / "train.tsv").read_bytes()
+    assert dm.class_counts("test") == [1]
+
+
+def test_failed_download_leaves_no_partial_cache(tmp_path, monkeypatch):
+    release = make_release(tmp_path / "release")
+    (release / "cmid" / "verbalizer.json").unlink()
+    monkeypatch.setenv("LT_TUNING_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError, match="verbalizer.json"):
+        resolve_task_dir("cmid", url=release.as_uri())
+    assert not (tmp_path / "cache" / "data" / "cmid").exists()
+    assert list((tmp_path / "cache" / "data").iterdir()) == []
+
+
+# --- bad input: clear errors naming file, row and fix -------------------------------------
+
+def test_unknown_label_names_file_and_row(tmp_path, tiny_dir):
+    dm = tiny_module(tmp_path, tiny_dir, [["头", "治疗"], ["痛", "手术"]])
+    with pytest.raises(DataFileError, match=r"train\.tsv, row 3: unknown label '手术'"):
+        dm.class_counts("train")
+
+
+def test_wrong_number_of_fields_names_the_line(tmp_path, tiny_dir):
+    dm = tiny_module(tmp_path, tiny_dir, [["头", "治疗"], ["痛", "治疗", "extra"]])
+    with pytest.raises(DataFileError, match=r"train\.tsv, line 3: 3 field\(s\)"):
+        dm.class_counts("train")
+
+
+def test_empty_split_is_an_error(tmp_path, tiny_dir):
+    dm = tiny_module(tmp_path, tiny_dir, [])
+    with pytest.raises(DataFileError, match="no examples"):
+        dm.class_counts("train")
+
+
+def test_label_missing_from_verbalizer(tmp_path, tiny_dir):
+    dm = tiny_module(tmp_path, tiny_dir, [["头", "治疗"]], verbalizer={"治疗": "治疗"})
+    with pytest.raises(ValueError, match=r"no verbalizer word for label\(s\) \['定义'\]"):
+        dm.verbalizer_ids
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{cls}{text_a}{sep}", r"\{mask\} exactly once"),
+        ("{cls}{mask}{sep}", r"\{text_a\} exactly once"),
+        ("{cls}{text_a}{text_b}{mask}{sep}", "one text field"),
+        ("{cls}{text_a}{oops}{mask}{sep}", "unknown placeholder"),
+    ],
+)
+def test_bad_templates(tmp_path, tiny_dir, template, message):
+    dm = tiny_module(tmp_path, tiny_dir, [["头", "治疗"]], template=template)
+    with pytest.raises(ValueError, match=message):
+        dm.template
+
+
+def test_max_length_too_small_for_template(tmp_path, tiny_dir):
+    dm = tiny_module(tmp_path, tiny_dir, [["头", "治疗"]], max_length=13)  # the template alone is 13 tokens
+    with pytest.raises(ValueError, match=r"max_length=13 is too small .* Use max_length >= 14"):
+        dm.encode("train", "prompt")
