@@ -9,15 +9,18 @@ from lt_tuning.data import (
     R52DataModule,
     TextClassificationDataModule,
 )
+from lt_tuning.models import ClsTuningModule, PromptTuningModule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CMIDDataModule",
     "CTCDataModule",
+    "ClsTuningModule",
     "IFLYTEKDataModule",
     "LongTailedDataModule",
     "MSRADataModule",
+    "PromptTuningModule",
     "R52DataModule",
     "TextClassificationDataModule",
 ]

@@ -80,3 +80,39 @@ def require_split(task: str, split: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent from the shared data (the release's {task} {split} split is not in this copy)")
     return path
+
+
+def save_tiny_masked_lm(folder: Path, tokenizer_dir: str, arch: str = "bert", seed: int = 0) -> str:
+    """A randomly initialised 2-layer masked LM (+ the tokenizer) that Auto classes load.
+
+    The MLM head's LayerNorm gets random values, so a test can tell it from a fresh one.
+    """
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, RobertaConfig, RobertaForMaskedLM
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    if arch == "bert":
+        model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), max_position_embeddings=128, **size))
+        norm = model.cls.predictions.transform.LayerNorm
+    else:
+        config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=130, pad_token_id=0, **size)
+        model = RobertaForMaskedLM(config)
+        norm = model.lm_head.layer_norm
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, zh_tokenizer_dir) -> str:
+    return save_tiny_masked_lm(tmp_path_factory.mktemp("tiny_bert"), zh_tokenizer_dir, "bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta_dir(tmp_path_factory, zh_tokenizer_dir) -> str:
+    return save_tiny_masked_lm(tmp_path_factory.mktemp("tiny_roberta"), zh_tokenizer_dir, "roberta")

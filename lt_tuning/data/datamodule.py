@@ -52,6 +52,7 @@ class LongTailedDataModule(pl.LightningDataModule):
         input_format: ``"cls"`` or ``"prompt"``; None asks the trainer's LightningModule
             (its ``input_format`` attribute), so a config need not say it twice.
         limit_examples: keep only the first N rows of every split (quick runs, tests).
+        predict_split: the split that ``predict`` runs on.
         cache_dir: where tokenized splits are cached (default ``<cache root>/tokenized``).
     """
 
@@ -71,6 +72,7 @@ class LongTailedDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         limit_examples: int | None = None,
+        predict_split: Literal["train", "dev", "test"] = "test",
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
@@ -92,6 +94,7 @@ class LongTailedDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.limit_examples = limit_examples
+        self.predict_split = predict_split
         self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "tokenized"
         self.datasets: dict[str, datasets.Dataset] = {}
         self.examples: dict[str, dict[str, list]] = {}
@@ -268,9 +271,9 @@ class LongTailedDataModule(pl.LightningDataModule):
     # --- LightningDataModule hooks -----------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
-        """Encode the splits ``stage`` needs (fit: train+dev, validate: dev, test/predict: test)."""
+        """Encode the splits ``stage`` needs (fit: train+dev, validate: dev, test: test)."""
         fmt = self.resolved_input_format()
-        needed = {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test",), "predict": ("test",)}
+        needed = {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test",), "predict": (self.predict_split,)}
         for split in needed.get(stage, SPLITS) if stage else SPLITS:
             if split not in self.datasets:
                 self.datasets[split] = self.encode(split, fmt)
@@ -300,4 +303,4 @@ class LongTailedDataModule(pl.LightningDataModule):
         return self._loader("test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return self._loader(self.predict_split, train=False)

@@ -1,0 +1,87 @@
+"""CLS-tuning: a classifier head on the encoder's [CLS] (or [MASK]) hidden state."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from lt_tuning.models.backbone import (
+    encoder_inputs,
+    gather_positions,
+    load_encoder,
+    load_masked_lm,
+    mlm_head_layer_norm,
+)
+from lt_tuning.models.base import LongTailedClassifier
+
+
+class ClsTuningModule(LongTailedClassifier):
+    """CLS-tuning and the study's steps from it towards prompt-tuning.
+
+    Head: ``Linear(h, h) -> activation -> Dropout -> [LayerNorm] -> Linear(h, C)``.
+
+    Args:
+        activation: ``tanh`` (the study's main table, "T") or ``relu`` (its analysis, "R").
+        layer_norm: ``none``; ``fresh`` ("w/ LN": a new LayerNorm before the last Linear);
+            ``pretrained`` ("w/ pt. LN": the MLM head's shape, Linear -> act -> LayerNorm ->
+            Linear, no dropout, the LayerNorm copied from the pretrained MLM head's transform).
+        use_prompt: "w/ prompt": feed prompt-format input and classify the [MASK] hidden state.
+        eta_norm: "w/ eta-norm": at inference only, divide each class logit by
+            ``||w_c||^eta`` (w_c the last Linear's row; bias included, as the study's code does).
+        dropout: dropout probability inside the head.
+    Other arguments: see :class:`LongTailedClassifier`.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        num_classes: int,
+        activation: Literal["tanh", "relu"] = "tanh",
+        layer_norm: Literal["none", "fresh", "pretrained"] = "none",
+        use_prompt: bool = False,
+        eta_norm: bool = False,
+        eta: float = 1.1,
+        dropout: float = 0.1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model_name_or_path, num_classes, **kwargs)
+        self.save_hyperparameters()
+        self.input_format = "prompt" if use_prompt else "cls"
+        if layer_norm == "pretrained":
+            mlm = load_masked_lm(model_name_or_path)
+            pretrained_norm = copy.deepcopy(mlm_head_layer_norm(mlm))
+            self.encoder = mlm.base_model
+        else:
+            self.encoder = load_encoder(model_name_or_path)
+        config = self.encoder.config
+        hidden = config.hidden_size
+        layers: list[nn.Module] = [nn.Linear(hidden, hidden), nn.Tanh() if activation == "tanh" else nn.ReLU()]
+        if layer_norm != "pretrained":
+            layers.append(nn.Dropout(dropout))
+        if layer_norm == "fresh":
+            layers.append(nn.LayerNorm(hidden, eps=getattr(config, "layer_norm_eps", 1e-12)))
+        elif layer_norm == "pretrained":
+            layers.append(pretrained_norm)
+        layers.append(nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(*layers)
+        for module in self.head:
+            if isinstance(module, nn.Linear):  # the encoder's own init, as the study's code did
+                nn.init.normal_(module.weight, std=getattr(config, "initializer_range", 0.02))
+                nn.init.zeros_(module.bias)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self.encoder(**encoder_inputs(batch)).last_hidden_state
+        if self.hparams.use_prompt:
+            if "mask_positions" not in batch:
+                raise ValueError("use_prompt=True needs prompt-format batches: set the DataModule's input_format='prompt'.")
+            feature = gather_positions(hidden, batch["mask_positions"])
+        else:
+            feature = hidden[:, 0]
+        logits = self.head(feature)
+        if self.hparams.eta_norm and not self.training:
+            weight_norm = self.head[-1].weight.norm(p=2, dim=1)
+            logits = logits / weight_norm.pow(self.hparams.eta)
+        return logits

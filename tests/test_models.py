@@ -1,0 +1,212 @@
+"""Tuning modules: prompt logits, pt. LN, decoupled embeddings, eta-norm, losses, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM
+
+from conftest import ROOT, SHARED_DATA, require_split
+from lt_tuning import ClsTuningModule, PromptTuningModule
+from lt_tuning.cli import main
+from lt_tuning.models import classification_loss, focal_loss, focal_loss_reference
+
+VERBALIZER = [[5], [6, 7], [8, 9, 10]]  # one-, two- and three-token label words
+
+
+def prompt_batch(vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, vocab_size, (4, 12), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 9:] = 0
+    input_ids[1, 9:] = 0
+    mask_positions = torch.tensor([3, 8, 11, 0])
+    input_ids[torch.arange(4), mask_positions] = 4  # [MASK]
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "mask_positions": mask_positions,
+            "labels": torch.tensor([0, 1, 2, 1])}
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta"])
+def test_prompt_logits_match_masked_lm_outputs(arch, tiny_bert_dir, tiny_roberta_dir):
+    path = tiny_bert_dir if arch == "bert" else tiny_roberta_dir
+    module = PromptTuningModule(path, num_classes=3, label_token_ids=VERBALIZER).eval()
+    reference = AutoModelForMaskedLM.from_pretrained(path).eval()
+    batch = prompt_batch(reference.config.vocab_size)
+    with torch.no_grad():
+        logits = module(batch)
+        vocab = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    expected = torch.stack([
+        torch.stack([vocab[b, batch["mask_positions"][b], row].mean() for row in VERBALIZER]) for b in range(4)
+    ])
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta"])
+def test_pretrained_layer_norm_is_copied(arch, tiny_bert_dir, tiny_roberta_dir):
+    path = tiny_bert_dir if arch == "bert" else tiny_roberta_dir
+    mlm = AutoModelForMaskedLM.from_pretrained(path)
+    source = mlm.cls.predictions.transform.LayerNorm if arch == "bert" else mlm.lm_head.layer_norm
+    module = ClsTuningModule(path, num_classes=3, activation="relu", layer_norm="pretrained")
+    kinds = [type(layer).__name__ for layer in module.head]
+    assert kinds == ["Linear", "ReLU", "LayerNorm", "Linear"]
+    norm = module.head[2]
+    torch.testing.assert_close(norm.weight, source.weight)
+    torch.testing.assert_close(norm.bias, source.bias)
+    assert not torch.allclose(norm.weight, torch.ones_like(norm.weight))  # not a fresh LayerNorm
+    fresh = ClsTuningModule(path, num_classes=3, activation="relu", layer_norm="fresh")
+    assert [type(layer).__name__ for layer in fresh.head] == ["Linear", "ReLU", "Dropout", "LayerNorm", "Linear"]
+    torch.testing.assert_close(fresh.head[3].weight, torch.ones(32))
+
+
+def test_decoupled_embeddings_are_untied(tiny_bert_dir):
+    tied = PromptTuningModule(tiny_bert_dir, num_classes=3, label_token_ids=VERBALIZER)
+    with torch.no_grad():
+        tied.mlm.get_input_embeddings().weight[7] += 1.0
+    torch.testing.assert_close(tied.mlm.get_output_embeddings().weight[7], tied.mlm.get_input_embeddings().weight[7])
+
+    module = PromptTuningModule(tiny_bert_dir, num_classes=3, label_token_ids=VERBALIZER, decouple_embeddings=True)
+    inputs, outputs = module.mlm.get_input_embeddings().weight, module.mlm.get_output_embeddings().weight
+    torch.testing.assert_close(inputs, outputs)  # a copy at init
+    before = outputs[7].clone()
+    with torch.no_grad():
+        inputs[7] += 1.0
+    torch.testing.assert_close(outputs[7], before)
+    assert inputs.data_ptr() != outputs.data_ptr()
+    names = {name for name, _ in module.named_parameters()}
+    assert "mlm.cls.predictions.decoder.weight" in names  # trained as a parameter of its own
+
+
+def test_eta_norm_changes_logits_only_at_inference(tiny_bert_dir):
+    torch.manual_seed(0)
+    plain = ClsTuningModule(tiny_bert_dir, num_classes=3, dropout=0.0)
+    normed = ClsTuningModule(tiny_bert_dir, num_classes=3, dropout=0.0, eta_norm=True, eta=1.1)
+    normed.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        normed.head[-1].weight[0] *= 20.0  # class 0: a large weight norm, as head classes get
+        plain.head[-1].weight[0] *= 20.0
+    batch = prompt_batch(plain.encoder.config.vocab_size)
+    batch.pop("mask_positions")
+    with torch.no_grad():
+        plain.train(), normed.train()
+        torch.manual_seed(1)  # the same encoder dropout masks in both
+        train_normed = normed(batch)
+        torch.manual_seed(1)
+        torch.testing.assert_close(train_normed, plain(batch))
+        plain.eval(), normed.eval()
+        raw, scaled = plain(batch), normed(batch)
+    norms = plain.head[-1].weight.norm(dim=1)
+    torch.testing.assert_close(scaled, raw / norms**1.1)
+    assert not torch.equal(raw.argmax(-1), scaled.argmax(-1))
+
+
+def test_focal_losses_match_closed_forms():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+    target = torch.tensor([0, 2])
+    z = [math.exp(2.0) + 1 + math.exp(-1.0), math.exp(0.5) + math.exp(1.5) + 1]
+    p = [math.exp(2.0) / z[0], 1.0 / z[1]]
+    published = sum(-((1 - q) ** 2) * math.log(q) for q in p) / 2
+    reference = sum(-(1 - math.log(q)) * math.log(q) for q in p) / 2
+    assert focal_loss(logits, target, gamma=2.0).item() == pytest.approx(published, rel=1e-6)
+    assert focal_loss_reference(logits, target, gamma=1.0).item() == pytest.approx(reference, rel=1e-6)
+    cross_entropy = sum(-math.log(q) for q in p) / 2
+    assert focal_loss(logits, target, gamma=0.0).item() == pytest.approx(cross_entropy, rel=1e-6)
+    assert classification_loss(logits, target).item() == pytest.approx(cross_entropy, rel=1e-6)
+    assert classification_loss(logits, target, "focal_reference", 1.0).item() == pytest.approx(reference, rel=1e-6)
+
+
+def test_prompt_module_rejects_cls_batches(tiny_bert_dir):
+    module = PromptTuningModule(tiny_bert_dir, num_classes=3, label_token_ids=VERBALIZER)
+    with pytest.raises(ValueError, match="input_format='prompt'"):
+        module({"input_ids": torch.ones(1, 4, dtype=torch.long)})
+
+
+# --- the lt-tuning CLI --------------------------------------------------------------------
+
+EXAMPLES = ROOT / "examples"
+DATA_CONFIGS = sorted((EXAMPLES / "data").glob("*.yaml"))
+METHOD_CONFIGS = sorted((EXAMPLES / "methods").glob("*.yaml"))
+
+
+def test_examples_cover_every_cell_of_the_study():
+    assert [p.stem for p in DATA_CONFIGS] == sorted(["cmid", "iflytek", "ctc", "msra", "r52"])
+    assert len(METHOD_CONFIGS) == 10
+
+
+@pytest.mark.parametrize("method", METHOD_CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("data", DATA_CONFIGS, ids=lambda p: p.stem)
+def test_example_configs_print(data, method, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(data), "--config", str(method), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert f"class_path: lt_tuning.{'ClsTuningModule' if 'cls' in method.stem else 'PromptTuningModule'}" in printed
+    assert "monitor: val/f1" in printed
+
+
+def write_run_config(tmp_path: Path, model_dir: str, module: str) -> Path:
+    config = tmp_path / "run.yaml"
+    config.write_text(f"""
+data:
+  class_path: lt_tuning.CMIDDataModule
+  init_args:
+    data_dir: {SHARED_DATA}
+    model_name_or_path: {model_dir}
+    limit_examples: 200
+    batch_size: 16
+    cache_dir: {tmp_path / 'cache'}
+model:
+  class_path: lt_tuning.{module}
+  init_args:
+    learning_rate: 0.001
+trainer:
+  max_epochs: 2
+  val_check_interval: 5
+  default_root_dir: {tmp_path / 'runs'}
+  enable_progress_bar: false
+  enable_model_summary: false
+""", encoding="utf-8")
+    return config
+
+
+@pytest.mark.parametrize("module", ["PromptTuningModule", "ClsTuningModule"])
+def test_cli_fit_then_test_from_checkpoint(module, tmp_path, tiny_bert_dir):
+    require_split("cmid", "train")
+    config = write_run_config(tmp_path, tiny_bert_dir, module)
+    main(["fit", "--config", str(config)])
+    run = tmp_path / "runs" / "lightning_logs" / "version_0"
+    fitted = json.loads((run / "test_metrics.json").read_text())
+    assert set(fitted) >= {"test/acc", "test/f1", "test/head_f1", "test/tail_f1"}
+    assert len(fitted["test/per_class_f1"]) == 36
+    assert "val/f1" in (run / "metrics.csv").read_text().splitlines()[0]
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+
+    main(["test", "--config", str(config), "--ckpt_path", str(best)])
+    tested = json.loads((tmp_path / "runs" / "lightning_logs" / "version_1" / "test_metrics.json").read_text())
+    assert tested == fitted
+
+    out = tmp_path / "pred.tsv"
+    main(["predict", "--config", str(config), "--ckpt_path", str(best), "--prediction_writer.output_file", str(out)])
+    rows = out.read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "text\tprediction\tprobability" and len(rows) == 201
+    text, label, prob = rows[1].split("\t")
+    assert text == (SHARED_DATA / "cmid" / "test.tsv").read_text("utf-8").split("\n")[1].split("\t")[0]
+    assert label in json.loads((SHARED_DATA / "cmid" / "label2idx.json").read_text("utf-8"))
+    assert 1 / 36 <= float(prob) <= 1.0
+
+
+def test_console_script_runs(tmp_path):
+    import shutil
+    import subprocess
+
+    script = shutil.which("lt-tuning")
+    assert script is not None, "the lt-tuning console script is not installed (pip install -e .)"
+    result = subprocess.run(
+        [script, "fit", "--config", str(DATA_CONFIGS[0]), "--config", str(METHOD_CONFIGS[0]), "--print_config"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "lt_tuning.CMIDDataModule" in result.stdout
