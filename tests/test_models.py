@@ -199,11 +199,11 @@ def test_cli_fit_then_test_from_checkpoint(module, tmp_path, tiny_bert_dir):
 
 
 def test_console_script_runs(tmp_path):
-    import shutil
     import subprocess
+    import sys
 
-    script = shutil.which("lt-tuning")
-    assert script is not None, "the lt-tuning console script is not installed (pip install -e .)"
+    script = Path(sys.executable).with_name("lt-tuning")  # installed beside this interpreter
+    assert script.exists(), "the lt-tuning console script is not installed (pip install -e .)"
     result = subprocess.run(
         [script, "fit", "--config", str(DATA_CONFIGS[0]), "--config", str(METHOD_CONFIGS[0]), "--print_config"],
         capture_output=True, text=True, timeout=300,

@@ -89,15 +89,8 @@ def _rows(handle, fmt: str, path: Path):
     """Yield ``(line_number, {column: value})``; line numbers count the header as line 1."""
     if fmt == "jsonl":
         for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise DataFileError(f"{path}, line {number}: not valid JSON ({err.msg}).") from None
-            if not isinstance(record, dict):
-                raise DataFileError(f"{path}, line {number}: expected a JSON object per line.")
-            yield number, record
+            if text.strip():
+                yield number, _json_object(text, path, number)
         return
     if fmt == "tsv":
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -123,11 +116,15 @@ def load_json_mapping(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"File not found: {path}")
-    with path.open(encoding="utf-8") as handle:
-        try:
-            value = json.load(handle)
-        except json.JSONDecodeError as err:
-            raise DataFileError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}).") from None
+    return _json_object(path.read_text(encoding="utf-8"), path, 1)
+
+
+def _json_object(text: str, path: Path, line: int) -> dict:
+    """Parse ``text`` (starting at ``line`` of ``path``) as one JSON object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataFileError(f"{path}, line {line + err.lineno - 1}: not valid JSON ({err.msg}).") from None
     if not isinstance(value, dict):
-        raise DataFileError(f"{path}: expected a JSON object mapping each label to a value.")
+        raise DataFileError(f"{path}, line {line}: expected a JSON object, got {type(value).__name__}.")
     return value

@@ -9,33 +9,34 @@ from torch import nn
 from transformers import AutoModel, AutoModelForMaskedLM, PreTrainedModel
 
 
-def load_masked_lm(model_name_or_path: str) -> PreTrainedModel:
-    """``AutoModelForMaskedLM.from_pretrained`` with errors that say what to do."""
+def _from_pretrained(auto_class: type, model_name_or_path: str) -> PreTrainedModel:
+    """``auto_class.from_pretrained`` in train mode, with errors that say what to do."""
     try:
-        model = AutoModelForMaskedLM.from_pretrained(model_name_or_path)
+        model = auto_class.from_pretrained(model_name_or_path)
     except OSError as err:
         raise OSError(
             f"Cannot load {model_name_or_path!r}: give an existing local model folder or a hub name (needs internet)."
         ) from err
+    return model.train()  # from_pretrained returns eval mode; Lightning keeps each module's mode
+
+
+def load_masked_lm(model_name_or_path: str) -> PreTrainedModel:
+    """The pretrained masked LM (encoder + MLM head)."""
+    try:
+        return _from_pretrained(AutoModelForMaskedLM, model_name_or_path)
     except ValueError as err:
         raise ValueError(
             f"{model_name_or_path!r} has no masked-LM head that AutoModelForMaskedLM knows; prompt-tuning and "
             "'pretrained' layer norm need one (e.g. BERT, RoBERTa, ELECTRA generator)."
         ) from err
-    return model.train()  # from_pretrained returns eval mode; Lightning keeps each module's mode
 
 
 def load_encoder(model_name_or_path: str) -> PreTrainedModel:
     """The bare encoder (``AutoModel``), without the pooler: lt-tuning never uses it."""
-    try:
-        encoder = AutoModel.from_pretrained(model_name_or_path)
-    except OSError as err:
-        raise OSError(
-            f"Cannot load {model_name_or_path!r}: give an existing local model folder or a hub name (needs internet)."
-        ) from err
+    encoder = _from_pretrained(AutoModel, model_name_or_path)
     if getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None  # unused parameters would stall DDP
-    return encoder.train()
+    return encoder
 
 
 def mlm_head(model: PreTrainedModel) -> Callable[[torch.Tensor], torch.Tensor]:
