@@ -170,18 +170,23 @@ class LongTailedDataModule(pl.LightningDataModule):
     def template(self) -> Template:
         return Template.parse(self.template_text, self.tokenizer, len(self.text_fields))
 
-    @cached_property
-    def verbalizer(self) -> dict[str, str]:
-        """Label -> verbalizer word."""
+    @property
+    def _verbalizer_source(self) -> Mapping[str, str] | str | Path:
         source = self._verbalizer if self._verbalizer is not None else self.default_verbalizer_path()
         if source is None:
             raise ValueError("No verbalizer: pass `verbalizer` (label -> word, or a verbalizer.json path).")
+        return source
+
+    @cached_property
+    def verbalizer(self) -> dict[str, str]:
+        """Label -> verbalizer word."""
+        source = self._verbalizer_source
         return dict(load_json_mapping(source)) if isinstance(source, (str, Path)) else dict(source)
 
     @cached_property
     def verbalizer_ids(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids ``[C, L]`` and mask ``[C, L]`` of the verbalizer words, in label order."""
-        source = self._verbalizer if self._verbalizer is not None else self.default_verbalizer_path()
+        source = self._verbalizer_source
         return verbalizer_token_ids(
             self.verbalizer, self.label_names, self.tokenizer, self.template.space_before_mask,
             source=str(source) if isinstance(source, (str, Path)) else "verbalizer",
@@ -275,8 +280,7 @@ class LongTailedDataModule(pl.LightningDataModule):
         fmt = self.resolved_input_format()
         needed = {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test",), "predict": (self.predict_split,)}
         for split in needed.get(stage, SPLITS) if stage else SPLITS:
-            if split not in self.datasets:
-                self.datasets[split] = self.encode(split, fmt)
+            self.datasets[split] = self.encode(split, fmt)  # a disk-cache hit after the first time
 
     def collator(self) -> PadCollator:
         return PadCollator(
