@@ -237,7 +237,8 @@ def test_datasets_dataset_source(tmp_path, tiny_dir):
     path = write_tsv(tmp_path / "d.tsv", ["sentence", "y"], [["头痛", "定义"], ["怎么办", "治疗"]])
     dm = TextClassificationDataModule(
         model_name_or_path=tiny_dir, labels=["治疗", "定义"], dataset_name="csv", text_fields=["sentence"],
-        label_field="y", dataset_kwargs={"data_files": {"train": path}, "delimiter": "\t"},
+        label_field="y",
+        dataset_kwargs={"data_files": {"train": path}, "delimiter": "\t", "cache_dir": str(tmp_path / "hf")},
         cache_dir=str(tmp_path / "c"),
     )
     assert dm.class_counts("train") == [1, 1]
