@@ -68,7 +68,11 @@ def download_task(task: str, target: Path, url: str = RELEASE_URL) -> Path:
                     f"Could not download {source} ({err}). Without internet, put the files in a folder and "
                     f"pass data_dir=... or set LT_TUNING_DATA to a folder holding '{task}/'."
                 ) from err
-        staging.rename(target)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not target.is_dir():  # else another process finished the same download first
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
