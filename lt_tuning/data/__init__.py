@@ -4,6 +4,7 @@ from lt_tuning.data.collate import PadCollator
 from lt_tuning.data.datamodule import LongTailedDataModule
 from lt_tuning.data.prompt import Template, add_pseudo_tokens, verbalizer_token_ids
 from lt_tuning.data.reading import DataFileError, read_labelled_file
+from lt_tuning.data.sampler import LengthGroupedBatchSampler
 from lt_tuning.data.sources import RELEASE_URL, download_task, resolve_task_dir
 from lt_tuning.data.tasks import (
     CMIDDataModule,
@@ -21,6 +22,7 @@ __all__ = [
     "CTCDataModule",
     "DataFileError",
     "IFLYTEKDataModule",
+    "LengthGroupedBatchSampler",
     "LongTailedDataModule",
     "MSRADataModule",
     "PadCollator",

@@ -26,6 +26,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from lt_tuning.data.collate import PadCollator
 from lt_tuning.data.prompt import Template, add_pseudo_tokens, verbalizer_token_ids
 from lt_tuning.data.reading import DataFileError, load_json_mapping, read_labelled_file
+from lt_tuning.data.sampler import LengthGroupedBatchSampler
 from lt_tuning.data.sources import cache_root
 from lt_tuning.metrics.split import head_tail_split
 
@@ -51,6 +52,8 @@ class LongTailedDataModule(pl.LightningDataModule):
             ``"eval"`` by each evaluated split's own frequencies (what the reference code did).
         input_format: ``"cls"`` or ``"prompt"``; None asks the trainer's LightningModule
             (its ``input_format`` attribute), so a config need not say it twice.
+        group_by_length: training batches of similar lengths (random across groups, see
+            :class:`~lt_tuning.data.sampler.LengthGroupedBatchSampler`); less padding.
         limit_examples: keep only the first N rows of every split (quick runs, tests).
         predict_split: the split that ``predict`` runs on.
         cache_dir: where tokenized splits are cached (default ``<cache root>/tokenized``).
@@ -70,6 +73,7 @@ class LongTailedDataModule(pl.LightningDataModule):
         input_format: InputFormat | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
+        group_by_length: bool = False,
         num_workers: int = 0,
         limit_examples: int | None = None,
         predict_split: Literal["train", "dev", "test"] = "test",
@@ -92,6 +96,7 @@ class LongTailedDataModule(pl.LightningDataModule):
         self.input_format = input_format
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
+        self.group_by_length = group_by_length
         self.num_workers = num_workers
         self.limit_examples = limit_examples
         self.predict_split = predict_split
@@ -288,13 +293,18 @@ class LongTailedDataModule(pl.LightningDataModule):
         )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        if train and self.group_by_length:
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            batching = {"batch_sampler": LengthGroupedBatchSampler(lengths, self.batch_size)}
+        else:
+            batching = {"batch_size": self.batch_size if train else self.eval_batch_size, "shuffle": train}
         return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            dataset,
             num_workers=self.num_workers,
             collate_fn=self.collator(),
             persistent_workers=self.num_workers > 0,
+            **batching,
         )
 
     def train_dataloader(self) -> DataLoader:
