@@ -172,10 +172,15 @@ def verbalizer_token_ids(
                 f"{source}: the verbalizer word {verbalizer[label]!r} of label {label!r} tokenizes to "
                 f"{tokenizer.convert_ids_to_tokens(row)}; choose a word in the tokenizer's vocabulary."
             )
+    return pad_token_rows(rows, tokenizer.pad_token_id)
+
+
+def pad_token_rows(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token-id rows into ids ``[C, L]`` and a boolean mask ``[C, L]`` of real tokens."""
     width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.bool)
     for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
+        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
         mask[i, : len(row)] = True
     return ids, mask

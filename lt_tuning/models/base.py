@@ -8,6 +8,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torchmetrics import MetricCollection
 from transformers import get_linear_schedule_with_warmup
 
 from lt_tuning.io import atomic_write_json
@@ -52,9 +53,10 @@ class LongTailedClassifier(pl.LightningModule):
         self.num_classes = num_classes
         self.metrics = nn.ModuleDict({stage: self._make_metrics(head_tail_ratio, class_counts) for stage in STAGES})
 
-    def _make_metrics(self, ratio: float, class_counts: Sequence[int] | None) -> nn.ModuleDict:
+    def _make_metrics(self, ratio: float, class_counts: Sequence[int] | None) -> MetricCollection:
+        """All metrics share one set of confusion counts (a torchmetrics compute group)."""
         c = self.num_classes
-        return nn.ModuleDict({
+        return MetricCollection({
             "acc": Accuracy(c),
             "f1": MacroF1(c),
             "per_class_f1": PerClassF1(c),
@@ -70,9 +72,7 @@ class LongTailedClassifier(pl.LightningModule):
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        preds = self(batch).argmax(dim=-1)
-        for metric in self.metrics[stage].values():
-            metric.update(preds, batch["labels"])
+        self.metrics[stage].update(self(batch).argmax(dim=-1), batch["labels"])
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -86,18 +86,11 @@ class LongTailedClassifier(pl.LightningModule):
         return {"index": batch["index"], "pred": pred, "prob": prob}
 
     def _log_epoch(self, stage: str) -> dict[str, float]:
-        metrics = self.metrics[stage]
-        head_tail = metrics["head_tail"].compute()
-        values = {
-            f"{stage}/acc": metrics["acc"].compute(),
-            f"{stage}/f1": metrics["f1"].compute(),
-            f"{stage}/head_f1": head_tail["head_f1"],
-            f"{stage}/tail_f1": head_tail["tail_f1"],
-        }
-        per_class = metrics["per_class_f1"].compute()
+        computed = self.metrics[stage].compute()  # head_tail's dict arrives flattened: head_f1, tail_f1
+        self.metrics[stage].reset()
+        per_class = computed.pop("per_class_f1")
+        values = {f"{stage}/{name}": value for name, value in computed.items()}
         self.log_dict(values, prog_bar=stage == "val")  # already reduced across processes
-        for metric in metrics.values():
-            metric.reset()
         result = {key: float(value) for key, value in values.items()}
         result[f"{stage}/per_class_f1"] = per_class.tolist()
         return result

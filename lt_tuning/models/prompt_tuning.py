@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lt_tuning.data.prompt import pad_token_rows
 from lt_tuning.models.backbone import encoder_inputs, gather_positions, load_masked_lm, mlm_head
 from lt_tuning.models.base import LongTailedClassifier
 
@@ -55,12 +56,7 @@ class PromptTuningModule(LongTailedClassifier):
         """Use ``label_token_ids`` (one row of token ids per class) as the verbalizer."""
         if len(label_token_ids) != self.num_classes:
             raise ValueError(f"The verbalizer has {len(label_token_ids)} rows for {self.num_classes} classes.")
-        width = max(len(row) for row in label_token_ids)
-        ids = torch.zeros((self.num_classes, width), dtype=torch.long)
-        mask = torch.zeros((self.num_classes, width), dtype=torch.bool)
-        for index, row in enumerate(label_token_ids):
-            ids[index, : len(row)] = torch.as_tensor(row)
-            mask[index, : len(row)] = True
+        ids, mask = pad_token_rows(label_token_ids)
         self.hparams.label_token_ids = [list(map(int, row)) for row in label_token_ids]
         device = self.mlm.device
         self.register_buffer("verbalizer_ids", ids.to(device), persistent=False)
