@@ -1,15 +1,24 @@
 """lt-tuning: make pretrained language models good long-tailed learners."""
 
+from lt_tuning.callbacks import PlotWriter
 from lt_tuning.data import (
     CMIDDataModule,
     CTCDataModule,
     IFLYTEKDataModule,
     LongTailedDataModule,
+    MaskedLMCorpusDataModule,
     MSRADataModule,
     R52DataModule,
     TextClassificationDataModule,
 )
-from lt_tuning.models import ClsTuningModule, PromptTuningModule
+from lt_tuning.models import ClsTuningModule, MaskedLMPretrainingModule, PromptTuningModule
+from lt_tuning.plots import (
+    class_distribution_figure,
+    class_weight_norms,
+    per_class_f1_figure,
+    save_figure,
+    weight_norms_figure,
+)
 
 __version__ = "0.1.0"
 
@@ -20,7 +29,15 @@ __all__ = [
     "IFLYTEKDataModule",
     "LongTailedDataModule",
     "MSRADataModule",
+    "MaskedLMCorpusDataModule",
+    "MaskedLMPretrainingModule",
+    "PlotWriter",
     "PromptTuningModule",
     "R52DataModule",
     "TextClassificationDataModule",
+    "class_distribution_figure",
+    "class_weight_norms",
+    "per_class_f1_figure",
+    "save_figure",
+    "weight_norms_figure",
 ]

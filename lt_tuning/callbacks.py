@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import BasePredictionWriter
+import torch
+from matplotlib.figure import Figure
+from pytorch_lightning.callbacks import BasePredictionWriter, Callback
+from pytorch_lightning.utilities import rank_zero_warn
 
+from lt_tuning import plots
+from lt_tuning.data import LongTailedDataModule
 from lt_tuning.io import atomic_write_text
+from lt_tuning.models import LongTailedClassifier
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -42,3 +50,78 @@ class PredictionWriter(BasePredictionWriter):
             writer.writerow([*(examples[field][index] for field in fields), label, f"{prob:.6f}"])
         path = Path(self.output_file or Path(trainer.log_dir or trainer.default_root_dir) / "predictions.tsv")
         atomic_write_text(path, out.getvalue())
+
+
+class StepSeed(Callback):
+    """Seed torch's random generator before every training batch from (seed, batch number, rank).
+
+    The random draws of a step (dropout) then depend only on where the step is in training,
+    not on what else ran in the process before it (a validation, a restart), so a run resumed
+    from a mid-epoch checkpoint draws what the uninterrupted run drew and ends with the same
+    weights.
+
+    Args:
+        seed: base seed; None takes ``seed_everything``'s (``$PL_GLOBAL_SEED``), else torch's
+            initial seed of the process.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self._base = 0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.seed is not None:
+            self._base = self.seed
+        else:
+            self._base = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        batch_number = trainer.fit_loop.total_batch_idx  # counts across epochs, restored on resume
+        torch.manual_seed(((self._base * 1_000_003 + batch_number) * 4099 + trainer.global_rank) % 2**63)
+
+
+class PlotWriter(Callback):
+    """After a test, save the head-to-tail figures of :mod:`lt_tuning.plots` as PNGs.
+
+    ``class_distribution.png`` (training examples per class), ``per_class_f1.png`` (the test's
+    per-class F1) and ``weight_norms.png`` (:func:`~lt_tuning.plots.class_weight_norms`), all
+    in training-count order with the head/tail boundary of the DataModule's ratio. With
+    ``head_tail_from="eval"`` (no training counts for the metrics) the test split's counts
+    order the classes, as they split the test metrics. Written by the global-zero process.
+
+    Args:
+        enabled: ``False`` writes nothing (``--plots.enabled false``).
+        output_dir: where to write; default the trainer's log dir.
+    """
+
+    FILES = ("class_distribution.png", "per_class_f1.png", "weight_norms.png")
+
+    def __init__(self, enabled: bool = True, output_dir: str | None = None) -> None:
+        self.enabled = enabled
+        self.output_dir = output_dir
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled or not trainer.is_global_zero:
+            return
+        datamodule = trainer.datamodule
+        if not isinstance(pl_module, LongTailedClassifier) or pl_module.last_test_metrics is None \
+                or not isinstance(datamodule, LongTailedDataModule):
+            rank_zero_warn("PlotWriter plots a lt-tuning classifier tested on a LongTailedDataModule; no plots written.")
+            return
+        folder = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
+        for name, figure in self.figures(datamodule, pl_module).items():
+            plots.save_figure(figure, folder / name)
+
+    def figures(self, datamodule: LongTailedDataModule, module: LongTailedClassifier) -> dict[str, Figure]:
+        """The figures of ``module``'s latest test, by file name."""
+        counts = datamodule.metric_class_counts
+        if counts is None:
+            counts = datamodule.class_counts("test")
+        ratio, names, run = datamodule.head_tail_ratio, datamodule.label_names, type(module).__name__
+        return dict(zip(self.FILES, (
+            plots.class_distribution_figure(counts, ratio, names),
+            plots.per_class_f1_figure({run: module.last_test_metrics["test/per_class_f1"]}, counts, ratio, names),
+            plots.weight_norms_figure({run: plots.class_weight_norms(module)}, counts, ratio, names),
+        )))

@@ -6,47 +6,93 @@ trains, keeps the best checkpoint by dev macro F1, stops early, then tests the b
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from lt_tuning.callbacks import PredictionWriter
+from lt_tuning.callbacks import PlotWriter, PredictionWriter, StepSeed
 from lt_tuning.data import LongTailedDataModule
+from lt_tuning.io import AtomicCheckpointIO
 from lt_tuning.models import LongTailedClassifier
 
 
 class LTTuningCLI(LightningCLI):
-    """LightningCLI whose model gets its data-derived arguments from the DataModule."""
+    """LightningCLI whose model gets its data-derived arguments from the DataModule.
+
+    Runs the tuning modules on the long-tailed DataModules and masked-LM pretraining on a
+    corpus DataModule; a link whose source or target a class lacks is skipped.
+    """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
-            "checkpoint.monitor": "val/f1", "checkpoint.mode": "max", "checkpoint.save_last": True,
-            "checkpoint.filename": "best-{step}",
+            "checkpoint.monitor": "val/f1", "checkpoint.mode": "max", "checkpoint.filename": "best-{step}",
+        })
+        # last.ckpt every N steps, for `--ckpt_path last` after a kill (the best checkpoint's own
+        # save_last would only refresh it when dev F1 improves).
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults({
+            "last_checkpoint.save_top_k": 0, "last_checkpoint.save_last": True,
+            "last_checkpoint.every_n_train_steps": 100,
         })
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         # Patience counts evaluations (every trainer.val_check_interval steps), not epochs.
         parser.set_defaults({"early_stopping.monitor": "val/f1", "early_stopping.mode": "max",
                              "early_stopping.patience": 6})
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        parser.add_lightning_class_args(PlotWriter, "plots")  # PNGs after test; --plots.enabled false: none
+        parser.add_lightning_class_args(StepSeed, "step_seed")  # exact resume after a kill
         parser.add_argument("--test_after_fit", type=bool, default=True, help="Test the best checkpoint after fit.")
         for source, target in (
             ("data.model_name_or_path", "model.init_args.model_name_or_path"),
             ("data.num_classes", "model.init_args.num_classes"),
             ("data.head_tail_ratio", "model.init_args.head_tail_ratio"),
             ("data.metric_class_counts", "model.init_args.class_counts"),
+            ("data.train_class_counts", "model.init_args.train_class_counts"),
+            ("data.vocab_size", "model.init_args.vocab_size"),
+            ("data.pad_token_id", "model.init_args.pad_token_id"),
         ):
             parser.link_arguments(source, target, apply_on="instantiate")
 
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        """The Trainer, writing checkpoints atomically unless given a checkpoint IO plugin of its own."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+    def before_fit(self) -> None:
+        """``--ckpt_path last`` resumes the newest ``last.ckpt`` under the log folder.
+
+        Each run logs into a new ``version_N`` folder, where Lightning would look for
+        ``last.ckpt`` in vain and silently train from scratch. Without an explicit
+        ``--checkpoint.dirpath``, checkpointing goes on in the folder of the newest ``last.ckpt``.
+        """
+        logger = self.trainer.logger
+        if self.config[self.subcommand].ckpt_path != "last" or logger is None or logger.root_dir is None:
+            return
+        found = sorted(Path(logger.root_dir).glob("*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+        for callback in self.trainer.checkpoint_callbacks if found else []:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(found[-1].parent)
+
     def after_fit(self) -> None:
-        if self.config[self.subcommand].test_after_fit and not self.trainer.interrupted:
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
+        testable = isinstance(self.model, LongTailedClassifier)  # pretraining has no test split
+        if testable and self.config[self.subcommand].test_after_fit and not self.trainer.interrupted:
+            best = self.trainer.checkpoint_callback.best_model_path  # the best-F1 callback, named:
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or "best")  # no ambiguity
 
 
-def main(args: list[str] | None = None) -> LTTuningCLI:
-    """Entry point of the ``lt-tuning`` console script."""
+def main(args: list[str] | None = None, run: bool = True) -> LTTuningCLI:
+    """Entry point of the ``lt-tuning`` console script; ``run=False`` only builds model and data
+    (``args`` then has no subcommand)."""
     return LTTuningCLI(
-        LongTailedClassifier,
-        LongTailedDataModule,
+        pl.LightningModule,
+        pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=775,
@@ -59,6 +105,7 @@ def main(args: list[str] | None = None) -> LTTuningCLI:
             "precision": "32-true",
         },
         args=args,
+        run=run,
     )
 
 

@@ -14,6 +14,7 @@ from conftest import ROOT, SHARED_DATA, require_split
 from lt_tuning import ClsTuningModule, PromptTuningModule
 from lt_tuning.cli import main
 from lt_tuning.models import classification_loss, focal_loss, focal_loss_reference
+from lt_tuning.models.backbone import encoder_inputs
 
 VERBALIZER = [[5], [6, 7], [8, 9, 10]]  # one-, two- and three-token label words
 
@@ -84,12 +85,15 @@ def test_eta_norm_changes_logits_only_at_inference(tiny_bert_dir):
     torch.manual_seed(0)
     plain = ClsTuningModule(tiny_bert_dir, num_classes=3, dropout=0.0)
     normed = ClsTuningModule(tiny_bert_dir, num_classes=3, dropout=0.0, eta_norm=True, eta=1.1)
-    normed.load_state_dict(plain.state_dict())
-    with torch.no_grad():
-        normed.head[-1].weight[0] *= 20.0  # class 0: a large weight norm, as head classes get
-        plain.head[-1].weight[0] *= 20.0
     batch = prompt_batch(plain.encoder.config.vocab_size)
     batch.pop("mask_positions")
+    with torch.no_grad():  # classes 0, 1, 2 get weights 20u, u, -u along the mean feature u
+        plain.eval()
+        features = plain.head[:-1](plain.encoder(**encoder_inputs(batch)).last_hidden_state[:, 0])
+        u = features.mean(0) / features.mean(0).norm()
+        plain.head[-1].weight.copy_(torch.stack([20.0 * u, u, -u]))
+        plain.head[-1].bias.zero_()
+    normed.load_state_dict(plain.state_dict())
     with torch.no_grad():
         plain.train(), normed.train()
         torch.manual_seed(1)  # the same encoder dropout masks in both
@@ -100,7 +104,9 @@ def test_eta_norm_changes_logits_only_at_inference(tiny_bert_dir):
         raw, scaled = plain(batch), normed(batch)
     norms = plain.head[-1].weight.norm(dim=1)
     torch.testing.assert_close(scaled, raw / norms**1.1)
-    assert not torch.equal(raw.argmax(-1), scaled.argmax(-1))
+    along = features @ u > 0  # there the head class 0 wins raw, class 1 after eta-norm (20 / 20^1.1 < 1)
+    assert along.any()
+    assert (raw.argmax(-1)[along] == 0).all() and (scaled.argmax(-1)[along] == 1).all()
 
 
 def test_focal_losses_match_closed_forms():

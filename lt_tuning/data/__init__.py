@@ -1,11 +1,13 @@
 """Long-tailed datasets as LightningDataModules, prompt templates and verbalizers."""
 
+from lt_tuning.data.corpus import MaskedLMCorpusDataModule
 from lt_tuning.data.collate import PadCollator
 from lt_tuning.data.datamodule import LongTailedDataModule
 from lt_tuning.data.prompt import Template, add_pseudo_tokens, verbalizer_token_ids
 from lt_tuning.data.reading import DataFileError, read_labelled_file
 from lt_tuning.data.sampler import LengthGroupedBatchSampler
 from lt_tuning.data.sources import RELEASE_URL, download_task, resolve_task_dir
+from lt_tuning.data.vocab import train_wordpiece_tokenizer
 from lt_tuning.data.tasks import (
     CMIDDataModule,
     CTCDataModule,
@@ -24,6 +26,7 @@ __all__ = [
     "IFLYTEKDataModule",
     "LengthGroupedBatchSampler",
     "LongTailedDataModule",
+    "MaskedLMCorpusDataModule",
     "MSRADataModule",
     "PadCollator",
     "R52DataModule",
@@ -36,5 +39,6 @@ __all__ = [
     "download_task",
     "read_labelled_file",
     "resolve_task_dir",
+    "train_wordpiece_tokenizer",
     "verbalizer_token_ids",
 ]

@@ -14,16 +14,18 @@ import json
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import datasets
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from lt_tuning.data.collate import PadCollator
+from lt_tuning.data.loaders import ResumableDataLoader, UnpaddedDistributedSampler
 from lt_tuning.data.prompt import Template, add_pseudo_tokens, verbalizer_token_ids
 from lt_tuning.data.reading import DataFileError, load_json_mapping, read_labelled_file
 from lt_tuning.data.sampler import LengthGroupedBatchSampler
@@ -103,6 +105,11 @@ class LongTailedDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "tokenized"
         self.datasets: dict[str, datasets.Dataset] = {}
         self.examples: dict[str, dict[str, list]] = {}
+        # Training order comes from this seed alone (fixed by seed_everything before construction),
+        # so a resumed run can replay an epoch's order (see ResumableDataLoader).
+        self.shuffle_seed = int(torch.randint(0, 2**62, ()).item())
+        self._train_loader: ResumableDataLoader | None = None
+        self._train_loader_state: dict[str, Any] | None = None
 
     # --- where rows come from (subclasses) ---------------------------------------------
 
@@ -127,7 +134,10 @@ class LongTailedDataModule(pl.LightningDataModule):
         path = self.split_path(split)
         if not path.is_file():
             hint = " Or set head_tail_from='eval' if only dev/test are at hand." if split == "train" else ""
-            raise FileNotFoundError(f"The {split} split file is missing: {path}.{hint}")
+            raise FileNotFoundError(
+                f"The {split} split file is missing: {path}. Put the file there or point the DataModule at the "
+                f"folder or file that holds it.{hint}"
+            )
         return read_labelled_file(path, self.text_fields, self.label_field, self.label2idx)
 
     # --- labels, tokenizer, template, verbalizer ---------------------------------------
@@ -213,6 +223,20 @@ class LongTailedDataModule(pl.LightningDataModule):
         """Counts that fix the head/tail split of the metrics; None: split on each evaluated set."""
         return self.class_counts("train") if self.head_tail_from == "train" else None
 
+    @property
+    def train_class_counts(self) -> list[int] | None:
+        """Training examples per class (the class priors of the long-tail remedies); None
+        when there is no train split, so that a module needing priors says so."""
+        try:
+            return self.class_counts("train")
+        except FileNotFoundError:
+            return None
+
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's size, pseudo tokens included: the rows the model's embeddings need."""
+        return len(self.tokenizer)
+
     # --- encoding ----------------------------------------------------------------------
 
     def _examples(self, split: str) -> dict[str, list]:
@@ -281,11 +305,38 @@ class LongTailedDataModule(pl.LightningDataModule):
     # --- LightningDataModule hooks -----------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
-        """Encode the splits ``stage`` needs (fit: train+dev, validate: dev, test: test)."""
+        """Encode the splits ``stage`` needs (fit: train+dev, validate: dev, test: test).
+
+        Before fit, every other split that has a file is read too, so that a bad row in
+        test.tsv fails now rather than after training; classes without a training example
+        are reported.
+        """
         fmt = self.resolved_input_format()
         needed = {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test",), "predict": (self.predict_split,)}
         for split in needed.get(stage, SPLITS) if stage else SPLITS:
             self.datasets[split] = self.encode(split, fmt)  # a disk-cache hit after the first time
+        if stage == "fit":
+            for split in SPLITS:
+                if split not in self.datasets and self._has_file(split):
+                    self._examples(split)
+            self._warn_untrained_classes()
+
+    def _has_file(self, split: str) -> bool:
+        try:
+            return self.split_path(split).is_file()
+        except FileNotFoundError:  # no file configured for this split
+            return False
+
+    def _warn_untrained_classes(self) -> None:
+        """Name the classes that the training split has no example of."""
+        absent = [name for name, count in zip(self.label_names, self.class_counts("train")) if count == 0]
+        if absent:
+            where = self.split_path("train") if self._has_file("train") else "the train split"
+            rank_zero_warn(
+                f"{where}: {len(absent)} class(es) have no training example: {absent}. "
+                "They are still evaluated (per-class F1, macro F1, and as tail classes); add training "
+                "examples for them or expect F1 0."
+            )
 
     def collator(self) -> PadCollator:
         return PadCollator(
@@ -293,22 +344,53 @@ class LongTailedDataModule(pl.LightningDataModule):
         )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
+        """Training: a loader that resumes mid-epoch; evaluation: in order, each example once per run."""
         dataset = self.datasets[split]
-        if train and self.group_by_length:
-            lengths = [len(ids) for ids in dataset["input_ids"]]
-            batching = {"batch_sampler": LengthGroupedBatchSampler(lengths, self.batch_size)}
-        else:
-            batching = {"batch_size": self.batch_size if train else self.eval_batch_size, "shuffle": train}
-        return DataLoader(
-            dataset,
-            num_workers=self.num_workers,
-            collate_fn=self.collator(),
-            persistent_workers=self.num_workers > 0,
-            **batching,
-        )
+        common = {
+            "num_workers": self.num_workers, "collate_fn": self.collator(), "persistent_workers": self.num_workers > 0,
+        }
+        if train:
+            if self.group_by_length:
+                lengths = [len(ids) for ids in dataset["input_ids"]]
+                sampler = LengthGroupedBatchSampler(lengths, self.batch_size, seed=self.shuffle_seed)
+                batching = {"batch_sampler": sampler}
+            else:
+                batching = {"batch_size": self.batch_size, "shuffle": True}
+            generator = torch.Generator().manual_seed(self.shuffle_seed)
+            return ResumableDataLoader(dataset, generator=generator, **batching, **common)
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:  # else Lightning's sampler repeats examples
+            sampler = UnpaddedDistributedSampler(dataset, trainer.world_size, trainer.global_rank)
+            return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, **common)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, **common)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        self._train_loader = self._loader("train", train=True)
+        if self._train_loader_state is not None:
+            self._train_loader.load_state_dict(self._train_loader_state)
+            self._train_loader_state = None
+        return self._train_loader
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit":
+            self._train_loader = None  # a later fit (and its resume state) gets a loader of its own
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's place in its epoch, saved in every checkpoint.
+
+        Lightning also saves and restores the loader itself, but skips the restore when the
+        module asked for ``trainer.estimated_stepping_batches`` before (as ours do for the LR
+        schedule); the DataModule's own state is restored in any case.
+        """
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the training loader (the current one, or else the next one made) where it stopped."""
+        state = state_dict.get("train_loader")
+        if state is not None and self._train_loader is not None:
+            self._train_loader.load_state_dict(state)
+        else:
+            self._train_loader_state = state
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("dev", train=False)

@@ -25,6 +25,11 @@ def pseudo_token(index: int) -> str:
     return f"[P{index}]"
 
 
+def template_words(template: str) -> str:
+    """The literal text of ``template``, placeholders removed (for vocabulary coverage)."""
+    return _PLACEHOLDER.sub(" ", template).strip()
+
+
 @dataclass(frozen=True)
 class Template:
     """A parsed prompt template.

@@ -39,10 +39,17 @@ def read_labelled_file(
     try:
         with path.open(encoding="utf-8", newline="") as handle:
             rows = list(_rows(handle, fmt, path))
-    except UnicodeDecodeError as err:
-        raise DataFileError(
-            f"{path}: not UTF-8 (byte {err.start}: {err.reason}); re-save the file as UTF-8."
-        ) from None
+    except UnicodeDecodeError:
+        raw = path.read_bytes()  # the reader's error counts bytes within a chunk: find the place in the file
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw.count(b"\n", 0, err.start) + 1
+            raise DataFileError(
+                f"{path}, line {line}: not UTF-8 (byte {err.start} of the file: {err.reason}); "
+                "re-save the file as UTF-8."
+            ) from None
+        raise
     return columns_from_rows(rows, str(path), text_fields, label_field, label2idx)
 
 
@@ -116,7 +123,11 @@ def load_json_mapping(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"File not found: {path}")
-    return _json_object(path.read_text(encoding="utf-8"), path, 1)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataFileError(f"{path}: not UTF-8 (byte {err.start}: {err.reason}); re-save the file as UTF-8.") from None
+    return _json_object(text, path, 1)
 
 
 def _json_object(text: str, path: Path, line: int) -> dict:

@@ -3,37 +3,53 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoModel, AutoModelForMaskedLM, PreTrainedModel
 
 
-def _from_pretrained(auto_class: type, model_name_or_path: str) -> PreTrainedModel:
+def _from_pretrained(
+    auto_class: type, model_name_or_path: str, **kwargs: Any
+) -> PreTrainedModel | tuple[PreTrainedModel, dict]:
     """``auto_class.from_pretrained`` in train mode, with errors that say what to do."""
     try:
-        model = auto_class.from_pretrained(model_name_or_path)
+        loaded = auto_class.from_pretrained(model_name_or_path, **kwargs)
     except OSError as err:
         raise OSError(
             f"Cannot load {model_name_or_path!r}: give an existing local model folder or a hub name (needs internet)."
         ) from err
-    return model.train()  # from_pretrained returns eval mode; Lightning keeps each module's mode
+    model = loaded[0] if kwargs.get("output_loading_info") else loaded
+    model.train()  # from_pretrained returns eval mode; Lightning keeps each module's mode
+    return loaded
 
 
 def load_masked_lm(model_name_or_path: str) -> PreTrainedModel:
-    """The pretrained masked LM (encoder + MLM head)."""
+    """The pretrained masked LM (encoder + MLM head); refuses a checkpoint without the head's weights."""
     try:
-        return _from_pretrained(AutoModelForMaskedLM, model_name_or_path)
+        model, info = _from_pretrained(AutoModelForMaskedLM, model_name_or_path, output_loading_info=True)
     except ValueError as err:
         raise ValueError(
             f"{model_name_or_path!r} has no masked-LM head that AutoModelForMaskedLM knows; prompt-tuning and "
             "'pretrained' layer norm need one (e.g. BERT, RoBERTa, ELECTRA generator)."
         ) from err
+    encoder = f"{model.base_model_prefix}."
+    head = {name for name, _ in model.named_parameters() if not name.startswith(encoder)}
+    if head and head <= set(info["missing_keys"]):  # else the head would start from random weights
+        raise ValueError(
+            f"{model_name_or_path!r} holds no masked-LM head weights (an encoder-only checkpoint); prompt-tuning "
+            "and 'pretrained' layer norm need a checkpoint saved with its MLM head, e.g. bert-base-chinese."
+        )
+    return model
 
 
 def load_encoder(model_name_or_path: str) -> PreTrainedModel:
     """The bare encoder (``AutoModel``), without the pooler: lt-tuning never uses it."""
-    encoder = _from_pretrained(AutoModel, model_name_or_path)
+    try:  # not built at all: a masked-LM checkpoint has no pooler weights to load
+        encoder = _from_pretrained(AutoModel, model_name_or_path, add_pooling_layer=False)
+    except TypeError:  # architectures without that argument (e.g. ELECTRA)
+        encoder = _from_pretrained(AutoModel, model_name_or_path)
     if getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None  # unused parameters would stall DDP
     return encoder
@@ -58,6 +74,24 @@ def mlm_head_layer_norm(model: PreTrainedModel) -> nn.LayerNorm:
         if isinstance(module, nn.LayerNorm) and id(module) not in inside:
             return module
     raise ValueError(f"{type(model).__name__}: its masked-LM head has no LayerNorm to initialise from.")
+
+
+def grow_embeddings(model: PreTrainedModel, vocab_size: int, init_token_ids: list[int] | None = None) -> None:
+    """Add input-embedding rows up to ``vocab_size`` (the template's pseudo tokens, a soft prompt).
+
+    New rows start as the mean embedding of ``init_token_ids`` (a word), else random like the
+    model's own init; a tied output embedding grows with them. They train with the rest.
+    """
+    old = model.get_input_embeddings().num_embeddings
+    if vocab_size <= old:
+        return
+    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    weight = model.get_input_embeddings().weight
+    with torch.no_grad():
+        if init_token_ids:
+            weight[old:] = weight[init_token_ids].mean(dim=0)
+        else:
+            weight[old:].normal_(0.0, getattr(model.config, "initializer_range", 0.02))
 
 
 def gather_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
-from transformers import get_linear_schedule_with_warmup
+from transformers import AutoTokenizer, PreTrainedModel, get_linear_schedule_with_warmup
 
 from lt_tuning.io import atomic_write_json
 from lt_tuning.metrics import Accuracy, HeadTailF1, MacroF1, PerClassF1
+from lt_tuning.models.backbone import grow_embeddings
 from lt_tuning.models.losses import LossName, classification_loss
+from lt_tuning.models.remedies import class_balanced_weights, log_prior, logit_adjust, tau_normalize
 
 STAGES = ("val", "test")
 
@@ -33,6 +36,22 @@ class LongTailedClassifier(pl.LightningModule):
             bias and LayerNorm weights never decay.
         head_tail_ratio, class_counts: head/tail split of the metrics (linked from the
             DataModule); ``class_counts=None`` splits on each evaluated set itself.
+        train_class_counts: training examples per class, the priors of the remedies below
+            (linked from the DataModule by the CLI).
+        logit_adjustment: ``loss`` adds ``tau * log prior`` to the logits inside the loss,
+            ``posthoc`` subtracts it at inference (Menon et al. 2021; see
+            :func:`~lt_tuning.models.remedies.logit_adjust`); ``none`` does neither.
+        logit_adjustment_tau: the tau of either logit adjustment.
+        class_balanced_beta: weight the loss by the inverse effective number of samples
+            (Cui et al. 2019) with this beta, e.g. 0.999; None: unweighted.
+        tau_norm: at inference, divide each class logit by ``||w_c||^tau`` (Kang et al. 2020);
+            ``w_c`` is the class's weight vector (:meth:`class_weight_norms`). None: off.
+        vocab_size: the tokenizer's size with the template's pseudo tokens (linked from the
+            DataModule); embeddings grow to it, giving each ``{p0}``, ``{p1}``... a trainable row.
+        soft_prompt_init: a word whose mean embedding starts every pseudo token; None: random.
+
+    Subclasses implement :meth:`class_scores` (batch -> raw logits) and :meth:`class_weight_norms`;
+    ``forward`` applies the inference-time remedies when the module is not training.
     """
 
     input_format: str = "cls"
@@ -48,10 +67,31 @@ class LongTailedClassifier(pl.LightningModule):
         warmup_proportion: float = 0.1,
         head_tail_ratio: float = 0.65,
         class_counts: Sequence[int] | None = None,
+        train_class_counts: Sequence[int] | None = None,
+        logit_adjustment: Literal["none", "loss", "posthoc"] = "none",
+        logit_adjustment_tau: float = 1.0,
+        class_balanced_beta: float | None = None,
+        tau_norm: float | None = None,
+        vocab_size: int | None = None,
+        soft_prompt_init: str | None = None,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()  # also collects the calling subclass's own arguments
         self.num_classes = num_classes
+        uses_priors = logit_adjustment != "none" or class_balanced_beta is not None
+        if uses_priors and train_class_counts is None:
+            raise ValueError(
+                "logit_adjustment and class_balanced_beta need the training class counts: pass "
+                "train_class_counts (the lt-tuning CLI links them from the DataModule's train split)."
+            )
+        if train_class_counts is not None and len(train_class_counts) != num_classes:
+            raise ValueError(f"train_class_counts has {len(train_class_counts)} entries for {num_classes} classes.")
+        counts = train_class_counts if uses_priors else None
+        self.register_buffer("class_log_prior", log_prior(counts) if counts is not None else None, persistent=False)
+        weights = class_balanced_weights(counts, class_balanced_beta) if class_balanced_beta is not None else None
+        self.register_buffer("class_weights", weights, persistent=False)
         self.metrics = nn.ModuleDict({stage: self._make_metrics(head_tail_ratio, class_counts) for stage in STAGES})
+        self.last_test_metrics: dict[str, float | list[float]] | None = None  # the latest test's result
 
     def _make_metrics(self, ratio: float, class_counts: Sequence[int] | None) -> MetricCollection:
         """All metrics share one set of confusion counts (a torchmetrics compute group)."""
@@ -63,11 +103,48 @@ class LongTailedClassifier(pl.LightningModule):
             "head_tail": HeadTailF1(c, ratio=ratio, class_counts=class_counts),
         })
 
+    def _grow_embeddings(self, model: PreTrainedModel) -> None:
+        """Give the template's pseudo tokens embedding rows (see ``vocab_size``)."""
+        if self.hparams.vocab_size is None:
+            return
+        init_ids = None
+        if self.hparams.soft_prompt_init:
+            tokenizer = AutoTokenizer.from_pretrained(self.hparams.model_name_or_path)
+            init_ids = tokenizer(self.hparams.soft_prompt_init, add_special_tokens=False)["input_ids"]
+            if not init_ids or tokenizer.unk_token_id in init_ids:
+                raise ValueError(f"soft_prompt_init={self.hparams.soft_prompt_init!r} is empty or [UNK] in the tokenizer.")
+        grow_embeddings(model, self.hparams.vocab_size, init_ids)
+
+    # --- logits -------------------------------------------------------------------------
+
+    def class_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Raw class logits ``[B, C]`` of ``batch`` (subclasses)."""
+        raise NotImplementedError
+
+    def class_weight_norms(self) -> torch.Tensor:
+        """``||w_c||`` per class, ``w_c`` the vector whose dot product with the feature gives logit c."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Class logits; at inference after tau-normalisation and post-hoc logit adjustment."""
+        logits = self.class_scores(batch)
+        if self.training:
+            return logits
+        if self.hparams.tau_norm is not None:
+            logits = tau_normalize(logits, self.class_weight_norms(), self.hparams.tau_norm)
+        if self.hparams.logit_adjustment == "posthoc":
+            logits = logit_adjust(logits, self.class_log_prior, -self.hparams.logit_adjustment_tau)
+        return logits
+
     # --- steps --------------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch)
-        loss = classification_loss(logits, batch["labels"], self.hparams.loss, self.hparams.focal_gamma)
+        if self.hparams.logit_adjustment == "loss":
+            logits = logit_adjust(logits, self.class_log_prior, self.hparams.logit_adjustment_tau)
+        loss = classification_loss(
+            logits, batch["labels"], self.hparams.loss, self.hparams.focal_gamma, class_weights=self.class_weights
+        )
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -100,6 +177,7 @@ class LongTailedClassifier(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         result = self._log_epoch("test")
+        self.last_test_metrics = result  # for callbacks (PlotWriter) and notebooks
         log_dir = self.trainer.log_dir
         if self.trainer.is_global_zero and log_dir is not None:
             atomic_write_json(Path(log_dir) / "test_metrics.json", result)
@@ -107,19 +185,25 @@ class LongTailedClassifier(pl.LightningModule):
     # --- optimisation -------------------------------------------------------------------
 
     def configure_optimizers(self):
-        """AdamW without decay on bias/LayerNorm, linear decay after linear warmup, per step."""
-        no_decay, decay, seen = [], [], set()
-        for module in self.modules():
-            for name, param in module.named_parameters(recurse=False):
-                if not param.requires_grad or id(param) in seen:  # tied weights appear twice
-                    continue
-                seen.add(id(param))
-                plain = name == "bias" or isinstance(module, nn.LayerNorm) or "LayerNorm" in type(module).__name__
-                (no_decay if plain else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.learning_rate,
-        )
-        total = self.trainer.estimated_stepping_batches
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.hparams.warmup_proportion * total), total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_warmup(self, self.hparams.learning_rate, self.hparams.weight_decay,
+                                 self.hparams.warmup_proportion)
+
+
+def adamw_with_warmup(module: pl.LightningModule, learning_rate: float, weight_decay: float,
+                      warmup_proportion: float) -> dict:
+    """AdamW without decay on bias/LayerNorm, linear decay after linear warmup, stepped per batch."""
+    no_decay, decay, seen = [], [], set()
+    for submodule in module.modules():
+        for name, param in submodule.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:  # tied weights appear twice
+                continue
+            seen.add(id(param))
+            plain = name == "bias" or isinstance(submodule, nn.LayerNorm) or "LayerNorm" in type(submodule).__name__
+            (no_decay if plain else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=learning_rate,
+    )
+    total = module.trainer.estimated_stepping_batches
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_proportion * total), total)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -29,8 +29,9 @@ class ClsTuningModule(LongTailedClassifier):
             ``pretrained`` ("w/ pt. LN": the MLM head's shape, Linear -> act -> LayerNorm ->
             Linear, no dropout, the LayerNorm copied from the pretrained MLM head's transform).
         use_prompt: "w/ prompt": feed prompt-format input and classify the [MASK] hidden state.
-        eta_norm: "w/ eta-norm": at inference only, divide each class logit by
-            ``||w_c||^eta`` (w_c the last Linear's row; bias included, as the study's code does).
+        eta_norm: "w/ eta-norm": at inference only, divide each class logit (bias included, as
+            the study's code does) by ``||w_c||^eta``, w_c the last Linear's row. The study's
+            name for ``tau_norm=eta`` (tau-normalisation, see :class:`LongTailedClassifier`).
         dropout: dropout probability inside the head.
     Other arguments: see :class:`LongTailedClassifier`.
     """
@@ -47,8 +48,11 @@ class ClsTuningModule(LongTailedClassifier):
         dropout: float = 0.1,
         **kwargs: Any,
     ) -> None:
+        if eta_norm:
+            if kwargs.get("tau_norm") is not None:
+                raise ValueError("Give eta_norm/eta or tau_norm, not both: eta-norm is tau_norm=eta.")
+            kwargs["tau_norm"] = eta
         super().__init__(model_name_or_path, num_classes, **kwargs)
-        self.save_hyperparameters()
         self.input_format = "prompt" if use_prompt else "cls"
         if layer_norm == "pretrained":
             mlm = load_masked_lm(model_name_or_path)
@@ -56,6 +60,7 @@ class ClsTuningModule(LongTailedClassifier):
             self.encoder = mlm.base_model
         else:
             self.encoder = load_encoder(model_name_or_path)
+        self._grow_embeddings(self.encoder)
         config = self.encoder.config
         hidden = config.hidden_size
         layers: list[nn.Module] = [nn.Linear(hidden, hidden), nn.Tanh() if activation == "tanh" else nn.ReLU()]
@@ -72,7 +77,10 @@ class ClsTuningModule(LongTailedClassifier):
                 nn.init.normal_(module.weight, std=getattr(config, "initializer_range", 0.02))
                 nn.init.zeros_(module.bias)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def class_weight_norms(self) -> torch.Tensor:
+        return self.head[-1].weight.norm(p=2, dim=1)
+
+    def class_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         hidden = self.encoder(**encoder_inputs(batch)).last_hidden_state
         if self.hparams.use_prompt:
             if "mask_positions" not in batch:
@@ -80,8 +88,4 @@ class ClsTuningModule(LongTailedClassifier):
             feature = gather_positions(hidden, batch["mask_positions"])
         else:
             feature = hidden[:, 0]
-        logits = self.head(feature)
-        if self.hparams.eta_norm and not self.training:
-            weight_norm = self.head[-1].weight.norm(p=2, dim=1)
-            logits = logits / weight_norm.pow(self.hparams.eta)
-        return logits
+        return self.head(feature)

@@ -40,9 +40,9 @@ class PromptTuningModule(LongTailedClassifier):
         **kwargs: Any,
     ) -> None:
         super().__init__(model_name_or_path, num_classes, **kwargs)
-        self.save_hyperparameters()
         self.mlm = load_masked_lm(model_name_or_path)
         mlm_head(self.mlm)  # fail now, not at the first batch, on an unsupported head
+        self._grow_embeddings(self.mlm)
         if decouple_embeddings:
             output = self.mlm.get_output_embeddings()
             output.weight = nn.Parameter(self.mlm.get_input_embeddings().weight.detach().clone())
@@ -70,7 +70,14 @@ class PromptTuningModule(LongTailedClassifier):
             ids, mask = datamodule.verbalizer_ids
             self.set_verbalizer([row[keep].tolist() for row, keep in zip(ids, mask)])
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def class_weight_norms(self) -> torch.Tensor:
+        """Norm of each class's mean verbalizer output embedding: a class logit is its dot
+        product with the [MASK] feature (plus the tokens' mean bias)."""
+        embeddings = self.mlm.get_output_embeddings().weight[self.verbalizer_ids]  # [C, L, H]
+        mask = self.verbalizer_mask.to(embeddings.dtype)[..., None]
+        return ((embeddings * mask).sum(dim=1) / mask.sum(dim=1)).norm(p=2, dim=-1)
+
+    def class_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "mask_positions" not in batch:
             raise ValueError("PromptTuningModule needs prompt-format batches: set the DataModule's input_format='prompt'.")
         hidden = self.mlm.base_model(**encoder_inputs(batch)).last_hidden_state

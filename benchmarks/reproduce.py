@@ -1,0 +1,90 @@
+"""Run datasets x methods x seeds through ``lt-tuning fit`` and write the study-style table.
+
+Each cell is ``--config examples/data/<dataset>.yaml --config examples/methods/<method>.yaml``
+plus the overrides given after ``--``, run in its own process under ``<output>/runs/``.
+Finished runs (a test_metrics.json present) are kept, so an interrupted sweep resumes.
+The table (mean (std) over seeds of Acc / F1 / head F1 / tail F1) goes to ``<output>/table.md``
+and ``table.json``, with the exact command in ``<output>/command.txt``.
+
+Example (the committed own-backbone table, benchmarks/results/own_backbone/)::
+
+    python benchmarks/reproduce.py --datasets cmid ctc \\
+        --methods cls_tuning_tanh cls_tuning_pt_ln prompt_tuning --seeds 775 776 777 \\
+        --output benchmarks/results/own_backbone -- \\
+        --data.init_args.model_name_or_path examples/backbone --data.init_args.data_dir ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lt_tuning.io import atomic_write_json, atomic_write_text
+from lt_tuning.results import aggregate_runs, write_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config_path(kind: str, name: str) -> Path:
+    """``examples/<kind>/<name>.yaml``, or ``name`` itself when it is a path."""
+    path = Path(name)
+    return path if path.suffix in (".yaml", ".yml") else ROOT / "examples" / kind / f"{name}.yaml"
+
+
+def run_cell(dataset: str, method: str, seed: int, run_dir: Path, overrides: list[str]) -> None:
+    """One ``lt-tuning fit`` (then test) in a subprocess, logging into ``run_dir``."""
+    if any(run_dir.rglob("test_metrics.json")):
+        print(f"done already: {run_dir}", flush=True)
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "lt_tuning.cli", "fit",
+        "--config", str(config_path("data", dataset)), "--config", str(config_path("methods", method)),
+        "--seed_everything", str(seed), "--trainer.default_root_dir", str(run_dir),
+        "--trainer.enable_progress_bar", "false", *overrides,
+    ]
+    start = time.perf_counter()
+    with open(run_dir / "log.txt", "w", encoding="utf-8") as log:
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    atomic_write_json(run_dir / "run.json", {
+        "dataset": dataset, "method": method, "seed": seed, "seconds": round(seconds, 1),
+        "command": shlex.join(command[1:]),
+    })
+    print(f"{dataset} {method} seed {seed}: {seconds:.0f} s", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", required=True, help="names in examples/data or YAML paths")
+    parser.add_argument("--methods", nargs="+", required=True, help="names in examples/methods or YAML paths")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[775, 776, 777])
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv[:split])
+    overrides = argv[split + 1 :]
+    run_dirs = []
+    for dataset in args.datasets:
+        for method in args.methods:
+            for seed in args.seeds:
+                run_dir = args.output / "runs" / f"{Path(dataset).stem}-{Path(method).stem}-{seed}"
+                run_cell(Path(dataset).stem, Path(method).stem, seed, run_dir, overrides)
+                run_dirs.append(run_dir)
+    rows = aggregate_runs(run_dirs)
+    command = shlex.join(["python", "benchmarks/reproduce.py", *argv])
+    atomic_write_text(args.output / "command.txt", command + "\n")
+    seconds = sum(json.loads((d / "run.json").read_text())["seconds"] for d in run_dirs)
+    preamble = f"Command: `{command}`\n\nRuns: {len(run_dirs)}, {seconds / 60:.1f} min of training and testing.\n\n"
+    json_path, md_path = write_table(rows, args.output / "table", preamble=preamble)
+    print(md_path.read_text(encoding="utf-8"))
+    print(f"wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()

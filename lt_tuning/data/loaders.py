@@ -1,0 +1,67 @@
+"""Data loading that survives a kill mid-epoch, and evaluation on many processes without repeats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+
+class ResumableDataLoader(DataLoader):
+    """A training DataLoader that a run resumed from a mid-epoch checkpoint continues exactly.
+
+    Lightning saves :meth:`state_dict` in every checkpoint and hands it to :meth:`load_state_dict`
+    on resume. The state is the ``generator``'s state when the current epoch began plus the number
+    of batches handed out since: on resume the epoch's order is drawn again from that state and
+    the batches already trained on are skipped (loaded and dropped: cheap for tokenized rows, and
+    it works with any sampler). The order must depend only on ``generator`` and the epoch, as for
+    ``shuffle=True`` (a ``RandomSampler`` drawing from ``generator``) or a seeded
+    :class:`~lt_tuning.data.sampler.LengthGroupedBatchSampler`.
+    """
+
+    def __init__(self, dataset: Dataset, *, generator: torch.Generator, **kwargs: Any) -> None:
+        super().__init__(dataset, generator=generator, **kwargs)
+        self._epoch_state: torch.Tensor | None = None
+        self._served = 0
+        self._skip = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        self._epoch_state = self.generator.get_state()  # before the sampler draws from it
+        skip, self._skip = self._skip, 0
+        batches = super().__iter__()
+        for _ in range(skip):
+            next(batches)
+        self._served = skip
+        for batch in batches:
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the current epoch's order came from and how far into it training got."""
+        if self._epoch_state is None or self._served >= len(self):  # the next epoch starts from here
+            return {"generator": self.generator.get_state(), "batches": 0}
+        return {"generator": self._epoch_state, "batches": self._served}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Make the next iteration replay the saved epoch's order from its first unseen batch."""
+        self.generator.set_state(state_dict["generator"])
+        self._skip = int(state_dict["batches"])
+
+
+class UnpaddedDistributedSampler(DistributedSampler):
+    """Process ``rank`` of ``num_replicas`` gets examples ``rank, rank + num_replicas, ...``, none twice.
+
+    Lightning's default ``DistributedSampler`` repeats examples so that all processes get as many;
+    the metrics would count a repeated example twice. Evaluation needs no equal shares: metric
+    states are summed across processes once, at the end, whatever each process saw. Being a
+    ``DistributedSampler``, Lightning keeps it instead of injecting its own.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))

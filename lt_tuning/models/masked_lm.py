@@ -1,0 +1,120 @@
+"""Masked-LM pretraining: a small BERT trained from scratch, or a given masked LM adapted to the task text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerBase
+
+from lt_tuning.data.corpus import MaskedLMCorpusDataModule
+from lt_tuning.io import atomic_write_json
+from lt_tuning.models.backbone import encoder_inputs, load_masked_lm, mlm_head
+from lt_tuning.models.base import adamw_with_warmup
+
+
+class MaskedLMPretrainingModule(pl.LightningModule):
+    """Masked-LM training whose vocabulary projection runs only at the masked positions.
+
+    Batches come from :class:`~lt_tuning.data.MaskedLMCorpusDataModule` (labels -100 where
+    nothing is predicted). At the end of ``fit`` the model and the DataModule's tokenizer are
+    saved with ``save_pretrained`` to ``output_dir``: ``AutoModelForMaskedLM`` and both tuning
+    modules then load that folder with no newly initialised weights.
+
+    Args:
+        vocab_size, pad_token_id: from the tokenizer (the CLI links them from the DataModule).
+        model_name_or_path: continue pretraining this masked LM (task-adaptive pretraining);
+            None builds a BERT from the size arguments below.
+        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
+            max_position_embeddings: the new BERT's size.
+        learning_rate, weight_decay, warmup_proportion: AdamW with linear warmup and decay.
+        output_dir: where ``save_pretrained`` writes at the end of fit (None: nowhere).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        pad_token_id: int = 0,
+        model_name_or_path: str | None = None,
+        hidden_size: int = 256,
+        num_hidden_layers: int = 4,
+        num_attention_heads: int = 4,
+        intermediate_size: int = 1024,
+        max_position_embeddings: int = 512,
+        learning_rate: float = 5e-4,
+        weight_decay: float = 0.01,
+        warmup_proportion: float = 0.06,
+        output_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if model_name_or_path is not None:
+            self.model = load_masked_lm(model_name_or_path)
+            if self.model.get_input_embeddings().num_embeddings < vocab_size:
+                self.model.resize_token_embeddings(vocab_size)
+        else:
+            config = BertConfig(
+                vocab_size=vocab_size, pad_token_id=pad_token_id, hidden_size=hidden_size,
+                num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
+                intermediate_size=intermediate_size, max_position_embeddings=max_position_embeddings,
+            )
+            self.model = BertForMaskedLM(config).train()
+        self.head = mlm_head(self.model)
+        self.tokens_seen = 0
+        self.val_loss = MeanMetric()
+        self.val_acc = MeanMetric()
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Vocabulary logits ``[N, V]`` at the N predicted positions, and their labels ``[N]``."""
+        hidden = self.model.base_model(**encoder_inputs(batch)).last_hidden_state
+        selected = batch["labels"] != -100
+        return self.head(hidden[selected]), batch["labels"][selected]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits, labels = self(batch)
+        loss = F.cross_entropy(logits.float(), labels)
+        self.tokens_seen += int(batch["attention_mask"].sum())
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits, labels = self(batch)
+        self.val_loss.update(F.cross_entropy(logits.float(), labels, reduction="none"))
+        self.val_acc.update((logits.argmax(dim=-1) == labels).float())
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict({"val/mlm_loss": self.val_loss.compute(), "val/mlm_acc": self.val_acc.compute()}, prog_bar=True)
+        self.val_loss.reset()
+        self.val_acc.reset()
+
+    def configure_optimizers(self):
+        return adamw_with_warmup(self, self.hparams.learning_rate, self.hparams.weight_decay,
+                                 self.hparams.warmup_proportion)
+
+    def save_pretrained(self, output_dir: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+        """Write the masked LM (safetensors) and ``tokenizer`` so that Auto classes load them."""
+        output_dir = Path(output_dir)
+        self.model.save_pretrained(output_dir)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(output_dir)
+        return output_dir
+
+    def on_train_end(self) -> None:
+        """Save the model, and a report of the corpus, tokens seen and held-out accuracy."""
+        if self.hparams.output_dir is None or not self.trainer.is_global_zero:
+            return
+        datamodule = self.trainer.datamodule
+        output_dir = self.save_pretrained(self.hparams.output_dir, getattr(datamodule, "tokenizer", None))
+        report = {
+            "steps": self.global_step,
+            "tokens_seen": self.tokens_seen,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            **{key: float(value) for key, value in self.trainer.callback_metrics.items() if key.startswith("val/")},
+        }
+        if isinstance(datamodule, MaskedLMCorpusDataModule):
+            report["heldout_unigram_baseline_acc"] = datamodule.unigram_baseline_accuracy(datamodule.heldout_batches)
+            report["corpus"] = datamodule.sources
+        atomic_write_json(output_dir / "pretraining_report.json", report)

@@ -1,0 +1,196 @@
+"""Head-to-tail figures of a long-tailed run: class distribution, per-class F1, weight norms.
+
+Every figure orders classes by training count, most frequent first (the order of
+:func:`~lt_tuning.metrics.head_tail_split`), and marks the head/tail boundary of the study's
+rule with a dashed vertical line. The functions take plain data and return a
+:class:`matplotlib.figure.Figure` built without pyplot, so they touch no global state: in a
+notebook the figure displays itself; elsewhere :func:`save_figure` writes it as a PNG.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib import font_manager, ft2font
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from lt_tuning.io import atomic_open
+from lt_tuning.metrics import head_tail_split
+from lt_tuning.models import LongTailedClassifier, PromptTuningModule
+
+Values = Sequence[float] | np.ndarray | torch.Tensor
+Runs = Mapping[str, Values] | Values
+
+HEAD_COLOR, TAIL_COLOR, BOUNDARY_COLOR = "tab:blue", "tab:orange", "dimgray"
+# Tried after the default font when label names have glyphs it lacks (CMID, IFLYTEK, CTC, MSRA).
+CJK_FAMILIES = (
+    "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
+    "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "Arial Unicode MS",
+)
+
+
+def head_to_tail(counts: Sequence[int] | torch.Tensor, ratio: float) -> tuple[list[int], int]:
+    """Class indices from most to least frequent, and how many of the first are head classes."""
+    head, tail = head_tail_split(counts, ratio)
+    return head + tail, len(head)
+
+
+def class_distribution_figure(
+    counts: Sequence[int] | torch.Tensor, ratio: float, label_names: Sequence[str] | None = None
+) -> Figure:
+    """Bar chart of the examples per class, head to tail, head bars and tail bars in two colours.
+
+    Args:
+        counts: training examples of each class, indexed by class.
+        ratio: the head/tail ratio of :func:`~lt_tuning.metrics.head_tail_split`.
+        label_names: class names in index order (tick labels); None: class indices.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    order, n_head = head_to_tail(counts, ratio)
+    figure, ax = _figure(len(order))
+    sorted_counts = counts[order]
+    total = int(counts.sum())
+    for name, part, color in (("head", slice(0, n_head), HEAD_COLOR), ("tail", slice(n_head, None), TAIL_COLOR)):
+        positions, heights = np.arange(len(order))[part], sorted_counts[part]
+        if positions.size:
+            ax.bar(positions, heights, color=color,
+                   label=f"{name}: {positions.size} class{'es' * (positions.size != 1)}, "
+                         f"{heights.sum() / total:.0%} of examples")
+    ax.set_ylabel("examples")
+    ax.set_title(f"Class distribution, head to tail (head/tail ratio {ratio:g})")
+    _finish(ax, order, n_head, label_names)
+    return figure
+
+
+def per_class_f1_figure(
+    per_class_f1: Runs, counts: Sequence[int] | torch.Tensor, ratio: float, label_names: Sequence[str] | None = None
+) -> Figure:
+    """Per-class F1 head to tail: one bar series per run (``{"CLS-tuning": f1s, ...}``), grouped by class.
+
+    Args:
+        per_class_f1: one run's per-class F1 (indexed by class), or run name -> that.
+        counts, ratio, label_names: as in :func:`class_distribution_figure`; the training
+            counts fix the class order, so the runs line up class by class.
+    """
+    return _per_class_figure(per_class_f1, counts, ratio, label_names, "F1", "Per-class F1")
+
+
+def weight_norms_figure(
+    norms: Runs, counts: Sequence[int] | torch.Tensor, ratio: float, label_names: Sequence[str] | None = None
+) -> Figure:
+    """Per-class classifier weight norms head to tail (see :func:`class_weight_norms`), one series per run.
+
+    A classifier whose norms fall from head to tail favours head classes; the study shows
+    CLS-tuning's do and prompt-tuning's do much less.
+    """
+    return _per_class_figure(norms, counts, ratio, label_names, "weight L2 norm", "Per-class weight norm")
+
+
+def class_weight_norms(module: LongTailedClassifier) -> torch.Tensor:
+    """L2 norm of each class's weight vector in the module's output layer, ``[C]`` float on the CPU.
+
+    ClsTuningModule: the rows of the head's last Linear. PromptTuningModule: a class logit is
+    the mean of its verbalizer tokens' logits, i.e. the [MASK] state times the mean of their
+    output embeddings, so a class's weight is that masked mean over the word's tokens.
+    Biases are left out of both. A detached copy of the module's own
+    :meth:`~lt_tuning.models.LongTailedClassifier.class_weight_norms` (what tau-norm divides by).
+    """
+    if not isinstance(module, LongTailedClassifier):
+        raise TypeError(f"class_weight_norms takes a lt-tuning classifier module, got {type(module).__name__}.")
+    if isinstance(module, PromptTuningModule) and module.verbalizer_ids is None:
+        raise ValueError("The PromptTuningModule has no verbalizer yet: pass label_token_ids or fit/test it first.")
+    with torch.no_grad():
+        return module.class_weight_norms().float().cpu()
+
+
+def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
+    """Write ``figure`` as a PNG to ``path`` atomically (a reader never sees a half-written file)."""
+    with atomic_open(path) as out:
+        figure.savefig(out, format="png", dpi=dpi, bbox_inches="tight")
+    return Path(path)
+
+
+# --- drawing ------------------------------------------------------------------------------
+
+
+def _per_class_figure(
+    runs: Runs, counts: Sequence[int] | torch.Tensor, ratio: float, label_names: Sequence[str] | None,
+    ylabel: str, title: str,
+) -> Figure:
+    """Grouped bars of per-class values, one series per run, classes head to tail."""
+    if not isinstance(runs, Mapping):
+        runs = {"": runs}
+    if not runs:
+        raise ValueError("No run to plot.")
+    order, n_head = head_to_tail(counts, ratio)
+    figure, ax = _figure(len(order))
+    width = 0.8 / len(runs)
+    for i, (name, values) in enumerate(runs.items()):
+        if isinstance(values, torch.Tensor):
+            values = values.detach().cpu()
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (len(order),):
+            raise ValueError(f"Run {name!r} has values of shape {values.shape} for {len(order)} classes.")
+        offset = (i - (len(runs) - 1) / 2) * width
+        ax.bar(np.arange(len(order)) + offset, values[order], width=width, color=f"C{i}", label=name or None)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}, classes head to tail (head/tail ratio {ratio:g})")
+    _finish(ax, order, n_head, label_names)
+    return figure
+
+
+def _figure(num_classes: int) -> tuple[Figure, Axes]:
+    """A figure wide enough for one labelled tick per class."""
+    figure = Figure(figsize=(min(max(6.0, 0.22 * num_classes + 2.0), 28.0), 4.5), layout="constrained")
+    return figure, figure.add_subplot()
+
+
+def _finish(ax: Axes, order: list[int], n_head: int, label_names: Sequence[str] | None) -> None:
+    """Class tick labels, the head/tail boundary line and the legend."""
+    if label_names is not None and len(label_names) != len(order):
+        raise ValueError(f"{len(label_names)} label names for {len(order)} classes.")
+    ax.axvline(n_head - 0.5, color=BOUNDARY_COLOR, linestyle="--", linewidth=1.2, label="head | tail boundary")
+    ax.set_xlim(-0.6, len(order) - 0.4)
+    fontsize = 7 if len(order) <= 60 else 5
+    families = _fonts_for([label_names[c] for c in order]) if label_names is not None else None
+    if families is not None:
+        ax.set_xticks(range(len(order)), [label_names[c] for c in order], rotation=90, fontsize=fontsize,
+                      fontfamily=families)
+        ax.set_xlabel("class")
+    else:
+        ax.set_xticks(range(len(order)), [str(c) for c in order], rotation=90, fontsize=fontsize)
+        ax.set_xlabel("class index" if label_names is None
+                      else "class index (no installed font has the glyphs of the label names)")
+    ax.grid(axis="y", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()  # below the plot: inside, it would hide bars
+    per_row = max(1, int(ax.figure.get_figwidth() // 3))  # an entry takes up to 3 inches
+    ax.figure.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), per_row), fontsize=8,
+                     frameon=False)
+
+
+def _fonts_for(texts: Sequence[str]) -> list[str] | None:
+    """Font families that together have a glyph for every character of ``texts``, or None."""
+    needed = {ord(char) for text in texts for char in text if not char.isspace()}
+    families: list[str] = []
+    covered: set[int] = set()
+    for family in ("sans-serif", *CJK_FAMILIES):
+        try:
+            path = font_manager.findfont(font_manager.FontProperties(family=[family]), fallback_to_default=False)
+        except ValueError:
+            continue
+        families.append(family)
+        covered |= _charmap(path)
+        if needed <= covered:
+            return families
+    return None
+
+
+@functools.cache
+def _charmap(path: str) -> frozenset[int]:
+    return frozenset(ft2font.FT2Font(path).get_charmap())

@@ -1,0 +1,163 @@
+"""Head-to-tail figures: bar heights, class order, boundary, weight norms, the CLI's PNGs."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import SHARED_DATA, require_split
+from lt_tuning import (
+    ClsTuningModule,
+    CMIDDataModule,
+    PlotWriter,
+    PromptTuningModule,
+    class_distribution_figure,
+    class_weight_norms,
+    per_class_f1_figure,
+    weight_norms_figure,
+)
+from lt_tuning.cli import main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Total 106; by count (ties: lower index first) 1, 3, 6, 5, 0, 2, 4. Running shares 0.47, 0.66,
+# 0.85...: with ratio 0.8 classes 1 and 3 are head, and the 20-20 tie of 3 and 6 straddles the line.
+COUNTS = [5, 50, 3, 20, 0, 8, 20]
+ORDER, N_HEAD = [1, 3, 6, 5, 0, 2, 4], 2
+NAMES = ["a", "b", "c", "d", "e", "f", "g"]
+
+
+def bars(container) -> list[tuple[float, float]]:
+    """(centre x, height) of each bar of a bar series."""
+    return [(patch.get_x() + patch.get_width() / 2, patch.get_height()) for patch in container]
+
+
+def boundary_x(ax) -> float:
+    (line,) = ax.lines
+    x0, x1 = line.get_xdata()
+    assert x0 == x1  # vertical
+    return x0
+
+
+def test_class_distribution_bars_are_sorted_counts_split_at_the_boundary():
+    ax = class_distribution_figure(COUNTS, 0.8, NAMES).axes[0]
+    head, tail = ax.containers
+    assert bars(head) == [(0, 50), (1, 20)]
+    assert bars(tail) == [(2, 20), (3, 8), (4, 5), (5, 3), (6, 0)]
+    assert [h for _, h in bars(head) + bars(tail)] == sorted(COUNTS, reverse=True)
+    assert {p.get_facecolor() for p in head}.isdisjoint({p.get_facecolor() for p in tail})
+    assert N_HEAD - 1 < boundary_x(ax) < N_HEAD  # between the last head bar and the first tail bar
+    assert [t.get_text() for t in ax.get_xticklabels()] == [NAMES[c] for c in ORDER]
+    legend = [t.get_text() for t in ax.figure.legends[0].get_texts()]
+    assert set(legend) == {"head | tail boundary", "head: 2 classes, 66% of examples", "tail: 5 classes, 34% of examples"}
+
+
+def test_per_class_f1_has_one_series_per_run_in_head_to_tail_order():
+    runs = {"CLS-tuning": [0.1, 0.9, 0.2, 0.8, 0.0, 0.3, 0.7], "Prompt-tuning": torch.linspace(0, 0.6, 7)}
+    ax = per_class_f1_figure(runs, COUNTS, 0.8, NAMES).axes[0]
+    assert [c.get_label() for c in ax.containers] == list(runs)
+    for container, values in zip(ax.containers, runs.values()):
+        assert [h for _, h in bars(container)] == pytest.approx([float(values[c]) for c in ORDER])
+    first, second = ([x for x, _ in bars(c)] for c in ax.containers)
+    assert [(a + b) / 2 for a, b in zip(first, second)] == pytest.approx(range(7))  # grouped per class
+    assert all(a < b for a, b in zip(first, second))
+    assert N_HEAD - 1 < boundary_x(ax) < N_HEAD
+    assert {"CLS-tuning", "Prompt-tuning", "head | tail boundary"} <= {t.get_text() for t in ax.figure.legends[0].get_texts()}
+    assert [t.get_text() for t in ax.get_xticklabels()] == [NAMES[c] for c in ORDER]
+
+    (single,) = per_class_f1_figure(runs["CLS-tuning"], COUNTS, 0.8).axes[0].containers  # one run, no dict
+    assert [h for _, h in bars(single)] == pytest.approx([runs["CLS-tuning"][c] for c in ORDER])
+    with pytest.raises(ValueError, match="7 classes"):
+        per_class_f1_figure({"short": [0.5] * 6}, COUNTS, 0.8)
+
+
+def test_unrenderable_label_names_fall_back_to_class_indices():
+    ax = weight_norms_figure(torch.arange(7.0), COUNTS, 0.8, ["\U000f0000"] * 7).axes[0]  # a private-use glyph
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(c) for c in ORDER]
+    assert "class index" in ax.get_xlabel()
+    assert [h for _, h in bars(ax.containers[0])] == [float(c) for c in ORDER]
+
+
+VERBALIZER = [[5], [6, 7], [8, 9, 10]]
+
+
+def test_class_weight_norms_match_hand_computed_norms(tiny_bert_dir):
+    cls = ClsTuningModule(tiny_bert_dir, num_classes=3)
+    rows = cls.head[-1].weight.tolist()
+    norms = class_weight_norms(cls)
+    assert norms.device.type == "cpu" and not norms.requires_grad
+    assert norms.tolist() == pytest.approx([math.sqrt(sum(w * w for w in row)) for row in rows], rel=1e-6)
+
+    prompt = PromptTuningModule(tiny_bert_dir, num_classes=3, label_token_ids=VERBALIZER)
+    embeddings = prompt.mlm.get_output_embeddings().weight.tolist()
+    expected = []
+    for word in VERBALIZER:  # the class weight is the mean of the word's token embeddings
+        mean = [sum(embeddings[t][i] for t in word) / len(word) for i in range(len(embeddings[0]))]
+        expected.append(math.sqrt(sum(v * v for v in mean)))
+    assert class_weight_norms(prompt).tolist() == pytest.approx(expected, rel=1e-6)
+
+    with pytest.raises(ValueError, match="no verbalizer"):
+        class_weight_norms(PromptTuningModule(tiny_bert_dir, num_classes=3))
+    with pytest.raises(TypeError):
+        class_weight_norms(torch.nn.Linear(2, 3))
+
+
+def test_plot_writer_orders_by_test_counts_when_metrics_split_on_each_set(tmp_path, tiny_bert_dir):
+    require_split("cmid", "test")
+    datamodule = CMIDDataModule(data_dir=str(SHARED_DATA), model_name_or_path=tiny_bert_dir, limit_examples=200,
+                                head_tail_from="eval")
+    assert datamodule.metric_class_counts is None
+    module = ClsTuningModule(tiny_bert_dir, num_classes=datamodule.num_classes)
+    module.last_test_metrics = {"test/per_class_f1": [c / 100 for c in range(datamodule.num_classes)]}
+    figures = PlotWriter().figures(datamodule, module)
+    assert list(figures) == ["class_distribution.png", "per_class_f1.png", "weight_norms.png"]
+
+    counts = datamodule.class_counts("test")
+    order = sorted(range(len(counts)), key=lambda c: -counts[c])  # stable: ties by class index
+    heights = [h for c in figures["class_distribution.png"].axes[0].containers for _, h in bars(c)]
+    assert heights == [counts[c] for c in order]
+    (f1,) = figures["per_class_f1.png"].axes[0].containers
+    assert f1.get_label() == "ClsTuningModule"
+    assert [h for _, h in bars(f1)] == pytest.approx([c / 100 for c in order])
+    (norms,) = figures["weight_norms.png"].axes[0].containers
+    assert [h for _, h in bars(norms)] == pytest.approx(module.head[-1].weight.norm(dim=1)[order].tolist())
+
+    trainer = SimpleNamespace(is_global_zero=True, datamodule=datamodule, log_dir=str(tmp_path / "logs"),
+                              default_root_dir=str(tmp_path))
+    PlotWriter(enabled=False).on_test_end(trainer, module)
+    PlotWriter(output_dir=str(tmp_path / "plots")).on_test_end(trainer, module)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["plots", *PlotWriter.FILES])
+
+
+@pytest.mark.slow
+def test_cli_fit_leaves_the_three_pngs_in_the_log_dir(tmp_path, tiny_bert_dir):
+    require_split("cmid", "train")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"""
+data:
+  class_path: lt_tuning.CMIDDataModule
+  init_args:
+    data_dir: {SHARED_DATA}
+    model_name_or_path: {tiny_bert_dir}
+    limit_examples: 200
+    batch_size: 32
+    cache_dir: {tmp_path / 'cache'}
+model:
+  class_path: lt_tuning.ClsTuningModule
+  init_args:
+    learning_rate: 0.001
+trainer:
+  max_steps: 4
+  val_check_interval: 2
+  default_root_dir: {tmp_path / 'runs'}
+  enable_progress_bar: false
+  enable_model_summary: false
+""", encoding="utf-8")
+    main(["fit", "--config", str(config)])
+    run = tmp_path / "runs" / "lightning_logs" / "version_0"
+    for name in PlotWriter.FILES:
+        data = (run / name).read_bytes()
+        assert data[:8] == PNG_SIGNATURE and len(data) > 1000, name
+    assert not list(run.glob(".*.tmp"))  # atomic writes leave no temporary file behind

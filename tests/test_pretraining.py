@@ -1,0 +1,192 @@
+"""Own backbone: WordPiece vocabulary, corpus packing and masking, masked-LM pretraining, reload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, SHARED_DATA, require_split
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from lt_tuning import (
+    CMIDDataModule,
+    ClsTuningModule,
+    MaskedLMCorpusDataModule,
+    MaskedLMPretrainingModule,
+    PromptTuningModule,
+)
+from lt_tuning.cli import main
+from lt_tuning.data import train_wordpiece_tokenizer
+from lt_tuning.models.backbone import load_encoder
+
+BACKBONE = ROOT / "examples" / "backbone"
+
+
+def test_wordpiece_vocab_splits_cjk_lowercases_and_loads(tmp_path):
+    texts = ["头痛怎么办", "头痛吃什么药", "Hello World", "hello world again"] * 5
+    train_wordpiece_tokenizer(texts, tmp_path, vocab_size=200, min_frequency=1)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert tokenizer.is_fast
+    assert tokenizer.convert_ids_to_tokens(list(range(5))) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    encoded = tokenizer("头痛HELLO", "药")
+    assert tokenizer.convert_ids_to_tokens(encoded["input_ids"]) == ["[CLS]", "头", "痛", "hello", "[SEP]", "药", "[SEP]"]
+    assert encoded["token_type_ids"] == [0, 0, 0, 0, 0, 1, 1]
+    assert tokenizer("怎")["input_ids"][1] != tokenizer.unk_token_id
+    assert tokenizer("龘")["input_ids"][1] == tokenizer.unk_token_id  # never seen
+
+
+@pytest.fixture(scope="module")
+def cmid_corpus(tmp_path_factory) -> MaskedLMCorpusDataModule:
+    require_split("cmid", "train")
+    corpus = MaskedLMCorpusDataModule(
+        tasks=["cmid"], data_root=str(SHARED_DATA), vocab_size=3000, max_length=32, batch_size=8,
+        heldout_fraction=0.05, cache_dir=str(tmp_path_factory.mktemp("corpus")),
+    )
+    corpus.setup("fit")
+    return corpus
+
+
+def test_corpus_reads_train_only_and_holds_out_texts(cmid_corpus):
+    assert [Path(source["file"]).name for source in cmid_corpus.sources] == ["train.tsv"]
+    assert cmid_corpus.sources[0]["texts"] == 8578
+    train, heldout = cmid_corpus.split_texts["train"], cmid_corpus.split_texts["heldout"]
+    assert len(heldout) == round(0.05 * 8578) and len(train) + len(heldout) == 8578
+    task = CMIDDataModule(data_dir=str(SHARED_DATA / "cmid"), model_name_or_path="unused")
+    assert sorted(train + heldout) == sorted(task.read_split("train")["text_a"])
+
+
+def test_corpus_vocabulary_covers_template_and_verbalizer(cmid_corpus):
+    tokenizer = cmid_corpus.tokenizer
+    task = CMIDDataModule(data_dir=str(SHARED_DATA / "cmid"), model_name_or_path="unused")
+    for word in [*task.verbalizer.values(), "这个问题的意图是"]:
+        assert tokenizer.unk_token_id not in tokenizer(word, add_special_tokens=False)["input_ids"], word
+
+
+def test_packing_keeps_every_token_in_order(cmid_corpus):
+    tokenizer = cmid_corpus.tokenizer
+    blocks = cmid_corpus.encode("heldout")["input_ids"]
+    assert all(block[0] == tokenizer.cls_token_id and len(block) <= 32 for block in blocks)
+    stream = [token for text in cmid_corpus.split_texts["heldout"]
+              for token in tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.sep_token_id]]
+    assert [token for block in blocks for token in block[1:]] == stream
+
+
+def test_masking_is_80_10_10_at_15_percent_and_never_special(cmid_corpus):
+    tokenizer = cmid_corpus.tokenizer
+    blocks = cmid_corpus.encode("train")
+    original = [blocks[i] for i in range(2000)]
+    batch = cmid_corpus.collator(seed=1)([dict(block) for block in original])
+    ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(b["input_ids"]) for b in original], batch_first=True)
+    special = torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
+    chosen = batch["labels"] != -100
+    assert not (chosen & special).any()
+    assert chosen.sum() / (~special).sum() == pytest.approx(0.15, abs=0.01)
+    assert (batch["labels"][chosen] == ids[chosen]).all()
+    masked = (batch["input_ids"] == tokenizer.mask_token_id)[chosen].float().mean()
+    kept = (batch["input_ids"] == ids)[chosen].float().mean()
+    assert masked == pytest.approx(0.8, abs=0.02)
+    assert kept == pytest.approx(0.1 + 0.1 / len(tokenizer), abs=0.02)  # a random token may be itself
+
+
+def test_heldout_masking_is_fixed(cmid_corpus):
+    first, second = cmid_corpus.masked_heldout(), cmid_corpus.masked_heldout()
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+               for a, b in zip(first, second))
+
+
+def test_vocabulary_projection_only_at_masked_positions(cmid_corpus):
+    torch.manual_seed(0)
+    module = MaskedLMPretrainingModule(cmid_corpus.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=64).eval()
+    batch = cmid_corpus.heldout_batches[0]
+    logits, labels = module(batch)
+    selected = batch["labels"] != -100
+    full = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert logits.shape == (int(selected.sum()), cmid_corpus.vocab_size)
+    torch.testing.assert_close(logits, full[selected], rtol=1e-5, atol=1e-5)
+    assert torch.equal(labels, batch["labels"][selected])
+
+
+def test_unigram_baseline_is_the_share_of_the_most_frequent_token(cmid_corpus):
+    counts = {}
+    for block in cmid_corpus.encode("train")["input_ids"]:
+        for token in block:
+            if token not in cmid_corpus.tokenizer.all_special_ids:
+                counts[token] = counts.get(token, 0) + 1
+    top = max(counts, key=counts.get)
+    other = cmid_corpus.tokenizer.cls_token_id  # special: never the baseline's guess
+    batches = [{"labels": torch.tensor([[top, -100, other], [other, other, -100]])}]
+    assert cmid_corpus.unigram_baseline_accuracy(batches) == pytest.approx(1 / 4)
+
+
+@pytest.mark.slow
+def test_pretrain_through_cli_then_reload_and_tune(tmp_path):
+    require_split("cmid", "train")
+    out = tmp_path / "backbone"
+    main([
+        "fit", "--config", str(ROOT / "examples" / "pretrain" / "default.yaml"),
+        "--data.init_args.tasks", "[cmid]", "--data.init_args.data_root", str(SHARED_DATA),
+        "--data.init_args.vocab_size", "3000", "--data.init_args.max_length", "32",
+        "--data.init_args.batch_size", "8", "--data.init_args.cache_dir", str(tmp_path / "cache"),
+        "--model.init_args.hidden_size", "32", "--model.init_args.num_hidden_layers", "1",
+        "--model.init_args.num_attention_heads", "2", "--model.init_args.intermediate_size", "64",
+        "--model.init_args.output_dir", str(out),
+        "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
+        "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
+    ])
+    report = json.loads((out / "pretraining_report.json").read_text())
+    assert report["steps"] == 4 and report["tokens_seen"] > 4 * 8 * 16
+    assert {"val/mlm_acc", "heldout_unigram_baseline_acc"} <= report.keys()
+    assert (out / "model.safetensors").is_file()
+
+    model, info = AutoModelForMaskedLM.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"]
+    encoder = load_encoder(str(out))
+    assert encoder.config.hidden_size == 32 and getattr(encoder, "pooler", None) is None
+
+    data = CMIDDataModule(data_dir=str(SHARED_DATA / "cmid"), model_name_or_path=str(out),
+                          limit_examples=16, batch_size=8, cache_dir=str(tmp_path / "tok"))
+    for module in (PromptTuningModule(str(out), data.num_classes),
+                   ClsTuningModule(str(out), data.num_classes, layer_norm="pretrained")):
+        data.input_format = module.input_format
+        data.setup("fit")
+        if isinstance(module, PromptTuningModule):
+            ids, keep = data.verbalizer_ids
+            module.set_verbalizer([row[mask].tolist() for row, mask in zip(ids, keep)])
+        batch = next(iter(data.train_dataloader()))
+        logits = module(batch)
+        assert logits.shape == (8, data.num_classes) and torch.isfinite(logits).all()
+        loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+        loss.backward()
+        embeddings = next(p for name, p in module.named_parameters() if "word_embeddings" in name)
+        assert embeddings.grad is not None and embeddings.grad.abs().sum() > 0
+
+
+@pytest.mark.skipif(not (BACKBONE / "model.safetensors").is_file(), reason="examples/backbone not built yet")
+def test_committed_backbone_loads_offline_and_beats_unigram(tmp_path):
+    for task in ("cmid", "ctc"):
+        require_split(task, "train")
+    size = (BACKBONE / "model.safetensors").stat().st_size
+    assert size <= 25 * 2**20
+    model, info = AutoModelForMaskedLM.from_pretrained(BACKBONE, output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"]
+    model.eval()
+    # The pretraining run's held-out texts (same tasks present, same seed), masked once with seed 0.
+    corpus = MaskedLMCorpusDataModule(
+        tasks=["cmid", "ctc"], data_root=str(SHARED_DATA), tokenizer=str(BACKBONE), max_length=128,
+        heldout_fraction=0.02, seed=0, cache_dir=str(tmp_path),
+    )
+    corpus.setup("validate")
+    correct = total = 0
+    with torch.no_grad():
+        for batch in corpus.heldout_batches:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            chosen = batch["labels"] != -100
+            correct += int((logits.argmax(-1)[chosen] == batch["labels"][chosen]).sum())
+            total += int(chosen.sum())
+    accuracy = correct / total
+    baseline = corpus.unigram_baseline_accuracy(corpus.heldout_batches)
+    assert total > 1000
+    assert accuracy > baseline + 0.05, (accuracy, baseline)
