@@ -316,10 +316,16 @@ class Lockstep:
     its turn), and :meth:`end` when that stretch is over (its duration is recorded and the
     next loop gets the turn). So step i of loop A runs right next to step i of loop B, and
     load from other jobs on the machine falls on both alike. Only one loop runs at a time.
+
+    The threads share torch's global random generator, so each stretch starts by seeding it
+    with ``seed`` + the stretch's number (untimed): stretch k of every loop draws the same
+    dropout masks, whatever the other loops drew in between.
     """
 
-    def __init__(self, names: Sequence[str], first: str) -> None:
+    def __init__(self, names: Sequence[str], first: str, seed: int = 0) -> None:
         self.names = list(names)
+        self.seed = seed
+        self._stretches = {name: 0 for name in names}
         self.current = self.names.index(first)
         self.done: set[str] = set()
         self.durations: dict[str, list[float]] = {name: [] for name in names}
@@ -335,8 +341,12 @@ class Lockstep:
         self._cond.notify_all()
 
     def begin(self, name: str) -> None:
+        import torch
+
         with self._cond:
             self._cond.wait_for(lambda: self.names[self.current] == name)
+        torch.manual_seed(self.seed + self._stretches[name])
+        self._stretches[name] += 1
         self._started[name] = (time.perf_counter(), time.thread_time())
 
     def end(self, name: str) -> None:
@@ -378,8 +388,7 @@ class Lockstep:
 
 
 def trainer_loop(
-    template_module, batches: list[dict], precision: str = "32-true", seed: int = 0, callbacks: Sequence = (),
-    accelerator: str = "cpu",
+    template_module, batches: list[dict], precision: str = "32-true", callbacks: Sequence = (), accelerator: str = "cpu"
 ):
     """A lockstep loop: ``Trainer.fit`` of a copy of ``template_module`` over ``batches``.
 
@@ -392,7 +401,6 @@ def trainer_loop(
     and decay per step), ``training_step`` with its ``self.log``, gradient clipping at 1.0.
     """
     import pytorch_lightning as pl
-    import torch
 
     module = copy.deepcopy(template_module)
 
@@ -403,7 +411,6 @@ def trainer_loop(
                 lock.begin(name)
 
         lock.begin(name)
-        torch.manual_seed(seed)
         trainer = pl.Trainer(
             accelerator=accelerator, devices=1, precision=precision, max_epochs=1, max_steps=len(batches),
             gradient_clip_val=1.0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -416,7 +423,7 @@ def trainer_loop(
     return loop
 
 
-def hand_loop(template_module, batches: list[dict], seed: int = 0, autocast_bf16: bool = False):
+def hand_loop(template_module, batches: list[dict], autocast_bf16: bool = False):
     """A lockstep loop doing the same steps by hand: the same model copy, batches, optimizer,
     schedule, loss and clipping as :func:`trainer_loop`, with nothing else around them; timed
     the same way (start-up, then step start to next step start, last step untimed)."""
@@ -430,7 +437,6 @@ def hand_loop(template_module, batches: list[dict], seed: int = 0, autocast_bf16
 
     def loop(lock: Lockstep, name: str):
         lock.begin(name)
-        torch.manual_seed(seed)
         hp = argparse.Namespace(**RECIPE)
         decay, no_decay, seen = [], [], set()
         for sub in module.modules():
