@@ -190,8 +190,9 @@ class LongTailedClassifier(pl.LightningModule):
 
 
 def adamw_with_warmup(module: pl.LightningModule, learning_rate: float, weight_decay: float,
-                      warmup_proportion: float) -> dict:
-    """AdamW without decay on bias/LayerNorm, linear decay after linear warmup, stepped per batch."""
+                      warmup_proportion: float, total_steps: int | None = None) -> dict:
+    """AdamW without decay on bias/LayerNorm, linear decay after linear warmup, stepped per batch
+    over ``total_steps`` (default: the trainer's step budget)."""
     no_decay, decay, seen = [], [], set()
     for submodule in module.modules():
         for name, param in submodule.named_parameters(recurse=False):
@@ -204,6 +205,6 @@ def adamw_with_warmup(module: pl.LightningModule, learning_rate: float, weight_d
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=learning_rate,
     )
-    total = module.trainer.estimated_stepping_batches
+    total = total_steps or module.trainer.estimated_stepping_batches
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_proportion * total), total)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

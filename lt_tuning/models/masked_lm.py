@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
-from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerBase
+from transformers import BertConfig, BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from lt_tuning.data.corpus import MaskedLMCorpusDataModule
 from lt_tuning.io import atomic_write_json
 from lt_tuning.models.backbone import encoder_inputs, load_masked_lm, mlm_head
 from lt_tuning.models.base import adamw_with_warmup
+
+
+@torch.no_grad()
+def masked_token_accuracy(model: PreTrainedModel, batches: Iterable[dict[str, torch.Tensor]]) -> float:
+    """Share of the predicted positions (labels != -100) whose token ``model`` gets right."""
+    was_training = model.training
+    model.eval()
+    head, correct, total = mlm_head(model), 0, 0
+    for batch in batches:
+        hidden = model.base_model(**encoder_inputs(batch)).last_hidden_state
+        selected = batch["labels"] != -100
+        correct += int((head(hidden[selected]).argmax(dim=-1) == batch["labels"][selected]).sum())
+        total += int(selected.sum())
+    model.train(was_training)
+    return correct / total
 
 
 class MaskedLMPretrainingModule(pl.LightningModule):
@@ -31,6 +47,8 @@ class MaskedLMPretrainingModule(pl.LightningModule):
         hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
             max_position_embeddings: the new BERT's size.
         learning_rate, weight_decay, warmup_proportion: AdamW with linear warmup and decay.
+        schedule_steps: length of that schedule; None: the trainer's step budget. Set it to
+            stop early on a longer schedule (e.g. to rebuild a run cut short by ``max_time``).
         output_dir: where ``save_pretrained`` writes at the end of fit (None: nowhere).
     """
 
@@ -47,6 +65,7 @@ class MaskedLMPretrainingModule(pl.LightningModule):
         learning_rate: float = 5e-4,
         weight_decay: float = 0.01,
         warmup_proportion: float = 0.06,
+        schedule_steps: int | None = None,
         output_dir: str | None = None,
     ) -> None:
         super().__init__()
@@ -92,7 +111,7 @@ class MaskedLMPretrainingModule(pl.LightningModule):
 
     def configure_optimizers(self):
         return adamw_with_warmup(self, self.hparams.learning_rate, self.hparams.weight_decay,
-                                 self.hparams.warmup_proportion)
+                                 self.hparams.warmup_proportion, self.hparams.schedule_steps)
 
     def save_pretrained(self, output_dir: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
         """Write the masked LM (safetensors) and ``tokenizer`` so that Auto classes load them."""
@@ -112,9 +131,10 @@ class MaskedLMPretrainingModule(pl.LightningModule):
             "steps": self.global_step,
             "tokens_seen": self.tokens_seen,
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            **{key: float(value) for key, value in self.trainer.callback_metrics.items() if key.startswith("val/")},
         }
-        if isinstance(datamodule, MaskedLMCorpusDataModule):
-            report["heldout_unigram_baseline_acc"] = datamodule.unigram_baseline_accuracy(datamodule.heldout_batches)
+        if isinstance(datamodule, MaskedLMCorpusDataModule):  # the saved weights on the fixed held-out sample
+            batches = datamodule.heldout_batches
+            report["heldout_mlm_acc"] = masked_token_accuracy(self.model, batches)
+            report["heldout_unigram_baseline_acc"] = datamodule.unigram_baseline_accuracy(batches)
             report["corpus"] = datamodule.sources
         atomic_write_json(output_dir / "pretraining_report.json", report)
