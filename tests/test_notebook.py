@@ -1,0 +1,29 @@
+"""examples/quickstart.ipynb runs headless, offline, on the committed backbone."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ROOT, SHARED_DATA, require_split
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOK = ROOT / "examples" / "quickstart.ipynb"
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_executes(monkeypatch):
+    require_split("cmid", "train")
+    monkeypatch.setenv("LT_TUNING_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("LT_TUNING_QUICKSTART_STEPS", "10")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    ).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
+    assert not [output for output in outputs if output.output_type == "error"]
+    text = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
+    assert "| method | Acc | F1 | Head F1 | Tail F1 |" in text
+    assert "| CLS-tuning |" in text and "| Prompt-tuning |" in text
+    images = [output for output in outputs if "image/png" in output.get("data", {})]
+    assert len(images) == 3  # class distribution, per-class F1, weight norms
