@@ -87,9 +87,9 @@ class LTTuningCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or "best")  # no ambiguity
 
 
-def main(args: list[str] | None = None, run: bool = True) -> LTTuningCLI:
-    """Entry point of the ``lt-tuning`` console script; ``run=False`` only builds model and data
-    (``args`` then has no subcommand)."""
+def build_cli(args: list[str] | None = None, run: bool = True) -> LTTuningCLI:
+    """The ``lt-tuning`` CLI on ``args`` (default: the command line), returned for inspection;
+    ``run=False`` only builds model and data (``args`` then has no subcommand)."""
     return LTTuningCLI(
         pl.LightningModule,
         pl.LightningDataModule,
@@ -107,6 +107,12 @@ def main(args: list[str] | None = None, run: bool = True) -> LTTuningCLI:
         args=args,
         run=run,
     )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``lt-tuning`` console script. Returns None, so that the script's
+    ``sys.exit(main())`` exits 0 after a successful run."""
+    build_cli(args)
 
 
 if __name__ == "__main__":

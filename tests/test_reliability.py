@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2M
 
 from conftest import SHARED_DATA, require_split
 from lt_tuning import ClsTuningModule, CMIDDataModule, PromptTuningModule
-from lt_tuning.cli import main
+from lt_tuning.cli import build_cli, main
 from lt_tuning.data import DataFileError
 from lt_tuning.io import AtomicCheckpointIO, atomic_open, atomic_write_json
 from lt_tuning.metrics import head_tail_split
@@ -297,7 +297,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path, tiny_bert_dir
     config = write_config(tmp_path, tiny_bert_dir, "ClsTuningModule")
     metrics = []
     for run, seed in enumerate((1, 1, 2)):
-        cli = main(["fit", "--config", str(config), "--seed_everything", str(seed), "--trainer.max_epochs", "1",
+        cli = build_cli(["fit", "--config", str(config), "--seed_everything", str(seed), "--trainer.max_epochs", "1",
                     "--trainer.default_root_dir", str(tmp_path / f"run{run}")])
         assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
         metrics.append(json.loads((Path(cli.trainer.log_dir) / "test_metrics.json").read_text()))

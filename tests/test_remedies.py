@@ -11,7 +11,7 @@ from conftest import ROOT, SHARED_DATA, require_split
 from test_models import prompt_batch
 
 from lt_tuning import CMIDDataModule, ClsTuningModule, PromptTuningModule
-from lt_tuning.cli import main
+from lt_tuning.cli import build_cli
 from lt_tuning.models import classification_loss
 from lt_tuning.models.remedies import class_balanced_weights, log_prior, logit_adjust, tau_normalize
 
@@ -118,7 +118,7 @@ def test_training_step_applies_loss_remedies(tiny_bert_dir):
 
 def test_cli_links_class_priors_from_the_datamodule(tiny_bert_dir, tmp_path):
     require_split("cmid", "train")
-    cli = main([
+    cli = build_cli([
         "--config", str(ROOT / "examples" / "data" / "cmid.yaml"),
         "--config", str(ROOT / "examples" / "methods" / "prompt_tuning_logit_adjusted.yaml"),
         "--data.init_args.data_dir", str(SHARED_DATA / "cmid"), "--data.init_args.model_name_or_path", tiny_bert_dir,
