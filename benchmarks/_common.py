@@ -104,11 +104,13 @@ def environment() -> dict[str, Any]:
     import torch
     import transformers
 
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     return {
         "python": platform.python_version(),
@@ -118,6 +120,7 @@ def environment() -> dict[str, Any]:
         "tokenizers": tokenizers.__version__,
         "datasets": datasets.__version__,
         "cpu": cpu,
+        "cpu_bf16_instructions": sorted(flags & {"amx_bf16", "avx512_bf16"}),  # bf16 speed hinges on these
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),

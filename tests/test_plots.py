@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from conftest import SHARED_DATA, require_split
+from conftest import ROOT, SHARED_DATA, require_split
 from lt_tuning import (
     ClsTuningModule,
     CMIDDataModule,
@@ -132,7 +135,7 @@ def test_plot_writer_orders_by_test_counts_when_metrics_split_on_each_set(tmp_pa
 
 
 @pytest.mark.slow
-def test_cli_fit_leaves_the_three_pngs_in_the_log_dir(tmp_path, tiny_bert_dir):
+def test_cli_fit_leaves_the_three_pngs_in_the_log_dir(tmp_path, tiny_bert_dir, monkeypatch):
     require_split("cmid", "train")
     config = tmp_path / "run.yaml"
     config.write_text(f"""
@@ -161,3 +164,16 @@ trainer:
         data = (run / name).read_bytes()
         assert data[:8] == PNG_SIGNATURE and len(data) > 1000, name
     assert not list(run.glob(".*.tmp"))  # atomic writes leave no temporary file behind
+
+    # benchmarks/plot_runs.py rebuilds DataModule, best checkpoint and per-class F1 from the folder
+    spec = importlib.util.spec_from_file_location("plot_runs", ROOT / "benchmarks" / "plot_runs.py")
+    plot_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_runs)
+    dm, module, per_class_f1 = plot_runs.load_run(tmp_path / "runs")
+    assert isinstance(dm, CMIDDataModule) and isinstance(module, ClsTuningModule)
+    assert per_class_f1 == json.loads((run / "test_metrics.json").read_text())["test/per_class_f1"]
+    monkeypatch.setattr(sys, "argv", ["plot_runs.py", "--output", str(tmp_path / "compare"),
+                                      "--run", f"A={tmp_path / 'runs'}", "--run", f"B={tmp_path / 'runs'}"])
+    plot_runs.main()
+    for name in PlotWriter.FILES:
+        assert (tmp_path / "compare" / name).read_bytes()[:8] == PNG_SIGNATURE, name
