@@ -526,16 +526,21 @@ def command_line() -> str:
     return " ".join(["python", shlex.quote(str(script))] + [shlex.quote(a) for a in sys.argv[1:]])
 
 
-def write_results(name: str, results_dir: Path, payload: dict[str, Any], markdown: str, started: float) -> None:
-    """Write ``<name>.json`` and ``<name>.md`` under ``results_dir`` and print the table."""
+def write_results(name: str, args: argparse.Namespace, env: dict[str, Any], started: float, markdown: str,
+                  **fields: Any) -> None:
+    """Write ``<name>.json`` (command, settings from ``args``, ``fields``, environment) and
+    ``<name>.md`` under ``args.results_dir``, and print the table."""
+    results_dir = args.results_dir
     payload = {
         "benchmark": name,
         "command": command_line(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_time_s": round(time.perf_counter() - started, 1),
-        **payload,
+        "settings": vars(args) | {"results_dir": str(results_dir), "data_dir": str(args.data_dir)},
+        **fields,
+        "environment": env,
     }
-    payload.setdefault("environment", {})["load_average_at_end"] = list(os.getloadavg())
+    env["load_average_at_end"] = list(os.getloadavg())
     results_dir.mkdir(parents=True, exist_ok=True)
     text_json = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
     (results_dir / f"{name}.json").write_text(text_json, encoding="utf-8")

@@ -121,16 +121,14 @@ def main() -> None:
         "`group_by_length` only the lengths inside a batch are brought together (see JSON for the share of "
         "batches two epochs have in common)."
     )
-    payload = {
-        "description": "Tokens run through the encoder per epoch: padding every batch to max_length (reference) vs "
+    C.write_results(
+        NAME, args, env, started, markdown,
+        description="Tokens run through the encoder per epoch: padding every batch to max_length (reference) vs "
         "dynamic padding, with and without length-grouped batches. Counts, no timing.",
-        "settings": vars(args) | {"results_dir": str(args.results_dir), "data_dir": str(args.data_dir)},
-        "tokenizer": "BERT WordPiece, lowercase, trained here on CMID/IFLYTEK/R52 text (lengths close to "
+        tokenizer="BERT WordPiece, lowercase, trained here on CMID/IFLYTEK/R52 text (lengths close to "
         "bert-base-chinese / bert-base-uncased: one token per CJK character, English words and subwords)",
-        "results": results,
-        "environment": env,
-    }
-    C.write_results(NAME, args.results_dir, payload, markdown, started)
+        results=results,
+    )
 
 
 if __name__ == "__main__":

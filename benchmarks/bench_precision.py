@@ -188,14 +188,12 @@ def main() -> None:
         f"CPU: benchmark model, {args.threads} torch thread(s); \"works\" = the linear layers ran in bfloat16, all "
         "losses finite, bf16 losses within 5% of fp32 (see JSON). No goal was set for the CPU ratio."
     )
-    payload = {
-        "description": "precision='bf16-mixed' vs '32-true' through Trainer.fit (CPU, lockstep steps/s ratio); "
+    C.write_results(
+        NAME, args, env, started, markdown,
+        description="precision='bf16-mixed' vs '32-true' through Trainer.fit (CPU, lockstep steps/s ratio); "
         "GPU examples/s next to the reference's 30 examples/s where a GPU is available.",
-        "settings": vars(args) | {"results_dir": str(args.results_dir), "data_dir": str(args.data_dir)},
-        "results": results,
-        "environment": env,
-    }
-    C.write_results(NAME, args.results_dir, payload, markdown, started)
+        results=results,
+    )
 
 
 if __name__ == "__main__":

@@ -200,15 +200,13 @@ def main() -> None:
         "code). Ours: `DataModule.encode` (fast tokenizer, batched `datasets.map`, written to an empty disk cache; "
         "the cached run reads it back). Both produce the same token ids (see JSON)."
     )
-    payload = {
-        "description": "DataModule tokenization (fast tokenizer, batched datasets.map, disk cache) vs a per-example "
+    C.write_results(
+        NAME, args, env, started, markdown,
+        description="DataModule tokenization (fast tokenizer, batched datasets.map, disk cache) vs a per-example "
         "Python loop as in the reference code; dev+test, prompt format.",
-        "settings": vars(args) | {"results_dir": str(args.results_dir), "data_dir": str(args.data_dir)},
-        "tokenizer": f"BERT WordPiece, lowercase, {len(slow):,} tokens, trained here on CMID/IFLYTEK/R52 text",
-        "results": results,
-        "environment": env,
-    }
-    C.write_results(NAME, args.results_dir, payload, markdown, started)
+        tokenizer=f"BERT WordPiece, lowercase, {len(slow):,} tokens, trained here on CMID/IFLYTEK/R52 text",
+        results=results,
+    )
 
 
 if __name__ == "__main__":

@@ -112,14 +112,12 @@ def main() -> None:
         "[MASK] only saves (the reference code also gathers the [MASK] state before its MLM head; the usual "
         "`AutoModelForMaskedLM` call does not)."
     )
-    payload = {
-        "description": "Forward+backward time: MLM head at the [MASK] position only (PromptTuningModule) vs at every "
+    C.write_results(
+        NAME, args, env, started, markdown,
+        description="Forward+backward time: MLM head at the [MASK] position only (PromptTuningModule) vs at every "
         "position (AutoModelForMaskedLM logits, then the [MASK] row). Ratio = all / mask-only.",
-        "settings": vars(args) | {"results_dir": str(args.results_dir), "data_dir": str(args.data_dir)},
-        "results": results,
-        "environment": env,
-    }
-    C.write_results(NAME, args.results_dir, payload, markdown, started)
+        results=results,
+    )
 
 
 if __name__ == "__main__":

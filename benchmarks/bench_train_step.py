@@ -104,17 +104,15 @@ def main() -> None:
         f"Steps/s over steps {args.skip}..{args.steps - 2} of each run (the last step, which also closes the fit, "
         "is not timed); per-step ratio = hand-loop step time / Trainer step time, median over all step pairs."
     )
-    payload = {
-        "description": "Trainer.fit through lt-tuning modules vs a hand-written PyTorch loop; same model, batches, "
+    C.write_results(
+        NAME, args, env, started, markdown,
+        description="Trainer.fit through lt-tuning modules vs a hand-written PyTorch loop; same model, batches, "
         "optimizer, schedule, clipping. Ratio = Trainer steps/s / hand-loop steps/s (median of per-repeat ratios).",
-        "settings": vars(args) | {"results_dir": str(args.results_dir), "data_dir": str(args.data_dir)},
-        "trainer_settings": "accelerator=cpu, precision=32-true, gradient_clip_val=1.0, logger=False, "
+        trainer_settings="accelerator=cpu, precision=32-true, gradient_clip_val=1.0, logger=False, "
         "enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0",
-        "model": facts,
-        "results": results,
-        "environment": env,
-    }
-    C.write_results(NAME, args.results_dir, payload, markdown, started)
+        model=facts,
+        results=results,
+    )
 
 
 if __name__ == "__main__":
