@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import nbclient  # the dev extra installs both: a missing one fails here, never skips
+import nbformat
 import pytest
 from conftest import ROOT, SHARED_DATA, require_split
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK = ROOT / "examples" / "quickstart.ipynb"
 

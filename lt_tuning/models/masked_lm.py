@@ -17,6 +17,16 @@ from lt_tuning.models.backbone import encoder_inputs, load_masked_lm, mlm_head
 from lt_tuning.models.base import adamw_with_warmup
 
 
+def masked_logits(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], head: torch.nn.Module | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vocabulary logits ``[N, V]`` at the N predicted positions (labels != -100), and their
+    labels ``[N]``: the MLM ``head`` (default: the model's own) runs at those positions only."""
+    hidden = model.base_model(**encoder_inputs(batch)).last_hidden_state
+    selected = batch["labels"] != -100
+    return (head or mlm_head(model))(hidden[selected]), batch["labels"][selected]
+
+
 @torch.no_grad()
 def masked_token_accuracy(model: PreTrainedModel, batches: Iterable[dict[str, torch.Tensor]]) -> float:
     """Share of the predicted positions (labels != -100) whose token ``model`` gets right."""
@@ -24,10 +34,9 @@ def masked_token_accuracy(model: PreTrainedModel, batches: Iterable[dict[str, to
     model.eval()
     head, correct, total = mlm_head(model), 0, 0
     for batch in batches:
-        hidden = model.base_model(**encoder_inputs(batch)).last_hidden_state
-        selected = batch["labels"] != -100
-        correct += int((head(hidden[selected]).argmax(dim=-1) == batch["labels"][selected]).sum())
-        total += int(selected.sum())
+        logits, labels = masked_logits(model, batch, head)
+        correct += int((logits.argmax(dim=-1) == labels).sum())
+        total += labels.numel()
     model.train(was_training)
     return correct / total
 
@@ -88,9 +97,7 @@ class MaskedLMPretrainingModule(pl.LightningModule):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Vocabulary logits ``[N, V]`` at the N predicted positions, and their labels ``[N]``."""
-        hidden = self.model.base_model(**encoder_inputs(batch)).last_hidden_state
-        selected = batch["labels"] != -100
-        return self.head(hidden[selected]), batch["labels"][selected]
+        return masked_logits(self.model, batch, self.head)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits, labels = self(batch)
