@@ -24,7 +24,8 @@ def masked_logits(
     labels ``[N]``: the MLM ``head`` (default: the model's own) runs at those positions only."""
     hidden = model.base_model(**encoder_inputs(batch)).last_hidden_state
     selected = batch["labels"] != -100
-    return (head or mlm_head(model))(hidden[selected]), batch["labels"][selected]
+    head = mlm_head(model) if head is None else head
+    return head(hidden[selected]), batch["labels"][selected]
 
 
 @torch.no_grad()
