@@ -34,9 +34,7 @@ def cpu_comparison(args, work, model_dir, results, rows) -> None:
     dm = R52DataModule(data_dir=str(args.data_dir), model_name_or_path=model_dir, max_length=args.max_length,
                        input_format="prompt", cache_dir=str(work / "cache"))
     batches = C.encoded_batches(dm, "test", "prompt", args.batch_size, args.steps)
-    ids, mask = dm.verbalizer_ids
-    module = PromptTuningModule(model_dir, num_classes=dm.num_classes, **C.RECIPE,
-                                label_token_ids=[row[keep].tolist() for row, keep in zip(ids, mask)])
+    module = PromptTuningModule(model_dir, num_classes=dm.num_classes, verbalizer=dm.verbalizer, **C.RECIPE)
     observed: dict[str, dict] = {key: {"losses": [], "linear_dtypes": set()} for key in ("bf16", "fp32")}
 
     class Observe(pl.Callback):

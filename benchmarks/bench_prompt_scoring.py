@@ -49,10 +49,8 @@ def main() -> None:
             dm = R52DataModule(data_dir=str(args.data_dir), model_name_or_path=model_dir, max_length=args.max_length,
                                input_format="prompt", cache_dir=str(work / "cache"))
             batches = C.encoded_batches(dm, "test", "prompt", batch_size, 4)
-            ids, mask = dm.verbalizer_ids
-            module = PromptTuningModule(model_dir, num_classes=dm.num_classes, **C.RECIPE,
-                                        label_token_ids=[row[keep].tolist() for row, keep in zip(ids, mask)])
-            verbalizer_ids, verbalizer_mask = module.verbalizer_ids, module.verbalizer_mask.float()
+            module = PromptTuningModule(model_dir, num_classes=dm.num_classes, verbalizer=dm.verbalizer, **C.RECIPE)
+            verbalizer_ids, verbalizer_mask = module.verbalizer.token_ids, module.verbalizer.mask.float()
 
             def mask_only(batch):
                 return module(batch)

@@ -48,9 +48,8 @@ def main() -> None:
             split = "train" if dm.split_path("train").exists() else "test"
             batches = C.encoded_batches(dm, split, fmt, args.batch_size, args.steps)
             if kind == "prompt":
-                ids, mask = dm.verbalizer_ids
-                module = PromptTuningModule(model_dir, num_classes=dm.num_classes, **C.RECIPE,
-                                            label_token_ids=[row[keep].tolist() for row, keep in zip(ids, mask)])
+                module = PromptTuningModule(model_dir, num_classes=dm.num_classes, verbalizer=dm.verbalizer,
+                                            **C.RECIPE)
             else:
                 module = ClsTuningModule(model_dir, num_classes=dm.num_classes, activation="tanh", **C.RECIPE)
             runs = C.lockstep_repeats(

@@ -1,6 +1,6 @@
 """lt-tuning: make pretrained language models good long-tailed learners."""
 
-from lt_tuning.callbacks import PlotWriter
+from lt_tuning.callbacks import PlotWriter, TestMetricsWriter
 from lt_tuning.data import (
     CMIDDataModule,
     CTCDataModule,
@@ -19,6 +19,7 @@ from lt_tuning.plots import (
     save_figure,
     weight_norms_figure,
 )
+from lt_tuning.verbalizer import Verbalizer
 
 __version__ = "0.1.0"
 
@@ -34,7 +35,9 @@ __all__ = [
     "PlotWriter",
     "PromptTuningModule",
     "R52DataModule",
+    "TestMetricsWriter",
     "TextClassificationDataModule",
+    "Verbalizer",
     "class_distribution_figure",
     "class_weight_norms",
     "per_class_f1_figure",

@@ -16,7 +16,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from lt_tuning import plots
 from lt_tuning.data import LongTailedDataModule
-from lt_tuning.io import atomic_write_text
+from lt_tuning.io import atomic_write_json, atomic_write_text
 from lt_tuning.models import LongTailedClassifier
 
 
@@ -80,6 +80,16 @@ class StepSeed(Callback):
     ) -> None:
         batch_number = trainer.fit_loop.total_batch_idx  # counts across epochs, restored on resume
         torch.manual_seed(((self._base * 1_000_003 + batch_number) * 4099 + trainer.global_rank) % 2**63)
+
+
+class TestMetricsWriter(Callback):
+    """After a test, write the module's metrics (acc, macro F1, head/tail F1, per-class F1) as
+    ``test_metrics.json`` in the trainer's log dir, from the global-zero process."""
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        result = getattr(pl_module, "last_test_metrics", None)
+        if trainer.is_global_zero and trainer.log_dir is not None and result is not None:
+            atomic_write_json(Path(trainer.log_dir) / "test_metrics.json", result)
 
 
 class PlotWriter(Callback):

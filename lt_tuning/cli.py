@@ -14,7 +14,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from lt_tuning.callbacks import PlotWriter, PredictionWriter, StepSeed
+from lt_tuning.callbacks import PlotWriter, PredictionWriter, StepSeed, TestMetricsWriter
 from lt_tuning.data import LongTailedDataModule
 from lt_tuning.io import AtomicCheckpointIO
 from lt_tuning.models import LongTailedClassifier
@@ -44,6 +44,7 @@ class LTTuningCLI(LightningCLI):
         parser.set_defaults({"early_stopping.monitor": "val/f1", "early_stopping.mode": "max",
                              "early_stopping.patience": 6})
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        parser.add_lightning_class_args(TestMetricsWriter, "test_metrics")  # <log dir>/test_metrics.json
         parser.add_lightning_class_args(PlotWriter, "plots")  # PNGs after test; --plots.enabled false: none
         parser.add_lightning_class_args(StepSeed, "step_seed")  # exact resume after a kill
         parser.add_argument("--test_after_fit", type=bool, default=True, help="Test the best checkpoint after fit.")
@@ -55,8 +56,23 @@ class LTTuningCLI(LightningCLI):
             ("data.train_class_counts", "model.init_args.train_class_counts"),
             ("data.vocab_size", "model.init_args.vocab_size"),
             ("data.pad_token_id", "model.init_args.pad_token_id"),
+            ("data.verbalizer", "model.init_args.verbalizer"),
         ):
             parser.link_arguments(source, target, apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:
+        """Also tell the DataModule the input format that the model declares (the links run
+        from the DataModule to the model, so this one is set once both exist)."""
+        super().instantiate_classes()
+        declared = getattr(self.model, "input_format", None)
+        if declared is None or not isinstance(self.datamodule, LongTailedDataModule):
+            return
+        if self.datamodule.input_format not in (None, declared):
+            raise ValueError(
+                f"data.input_format={self.datamodule.input_format!r} but {type(self.model).__name__} reads "
+                f"{declared!r} batches: drop data.input_format (the model's is used)."
+            )
+        self.datamodule.input_format = declared
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         """The Trainer, writing checkpoints atomically unless given a checkpoint IO plugin of its own."""

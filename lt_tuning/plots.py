@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from lt_tuning.io import atomic_open
 from lt_tuning.metrics import head_tail_split
-from lt_tuning.models import LongTailedClassifier, PromptTuningModule
+from lt_tuning.models import LongTailedClassifier
 
 Values = Sequence[float] | np.ndarray | torch.Tensor
 Runs = Mapping[str, Values] | Values
@@ -95,16 +95,13 @@ def weight_norms_figure(
 def class_weight_norms(module: LongTailedClassifier) -> torch.Tensor:
     """L2 norm of each class's weight vector in the module's output layer, ``[C]`` float on the CPU.
 
-    ClsTuningModule: the rows of the head's last Linear. PromptTuningModule: a class logit is
-    the mean of its verbalizer tokens' logits, i.e. the [MASK] state times the mean of their
-    output embeddings, so a class's weight is that masked mean over the word's tokens.
-    Biases are left out of both. A detached copy of the module's own
+    ClsTuningModule: the rows of the head's last Linear; PromptTuningModule: its verbalizer's
+    (:meth:`~lt_tuning.verbalizer.Verbalizer.weight_norms`). Biases are left out of both. A
+    detached copy of the module's own
     :meth:`~lt_tuning.models.LongTailedClassifier.class_weight_norms` (what tau-norm divides by).
     """
     if not isinstance(module, LongTailedClassifier):
         raise TypeError(f"class_weight_norms takes a lt-tuning classifier module, got {type(module).__name__}.")
-    if isinstance(module, PromptTuningModule) and module.verbalizer_ids is None:
-        raise ValueError("The PromptTuningModule has no verbalizer yet: pass label_token_ids or fit/test it first.")
     with torch.no_grad():
         return module.class_weight_norms().float().cpu()
 

@@ -78,6 +78,31 @@ def zh_tokenizer_dir(tmp_path_factory) -> str:
     return write_bert_tokenizer(tmp_path_factory.mktemp("zh_tok"), tokens)
 
 
+VERBALIZER = [[5], [6, 7], [8, 9, 10]]  # one-, two- and three-token label words (token ids)
+
+
+def prompt_module(path: str, **kwargs):
+    """A 3-class PromptTuningModule on ``path`` whose label words are :data:`VERBALIZER`."""
+    from lt_tuning import PromptTuningModule, Verbalizer
+
+    return PromptTuningModule(path, num_classes=3, verbalizer=Verbalizer.from_token_ids(VERBALIZER), **kwargs)
+
+
+def prompt_batch(vocab_size: int, seed: int = 0) -> dict:
+    """Four random prompt-format examples (one padded), [MASK] at varied positions, labels 0, 1, 2, 1."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, vocab_size, (4, 12), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 9:] = 0
+    input_ids[1, 9:] = 0
+    mask_positions = torch.tensor([3, 8, 11, 0])
+    input_ids[torch.arange(4), mask_positions] = 4  # [MASK]
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "mask_positions": mask_positions,
+            "labels": torch.tensor([0, 1, 2, 1])}
+
+
 def require_split(task: str, split: str) -> Path:
     path = SHARED_DATA / task / f"{split}.tsv"
     if not path.exists():

@@ -19,7 +19,8 @@ from lt_tuning import (
     R52DataModule,
     TextClassificationDataModule,
 )
-from lt_tuning.data import DataFileError, Template, resolve_task_dir, verbalizer_token_ids
+from lt_tuning import Verbalizer
+from lt_tuning.data import DataFileError, Template, resolve_task_dir
 from lt_tuning.metrics import head_tail_split
 
 MODULES = {
@@ -71,8 +72,7 @@ def test_dev_split_encodes_in_both_formats(task, zh_tokenizer_dir, tmp_path):
         assert len(row["input_ids"]) <= dm.max_length
         assert row["input_ids"].count(mask_id) == 1 and row["input_ids"][row["mask_pos"]] == mask_id
     assert max(len(ids) for ids in cls["input_ids"]) <= dm.max_length
-    ids, mask = dm.verbalizer_ids  # every verbalizer word is in the vocabulary
-    assert ids.shape[0] == dm.num_classes and mask.any(dim=1).all()
+    assert dm.verbalizer.num_classes == dm.num_classes  # every verbalizer word is in the vocabulary
 
 
 def test_missing_train_split_names_the_file(zh_tokenizer_dir):
@@ -178,7 +178,7 @@ def test_english_template_and_space_before_mask(tmp_path):
         verbalizer={"治疗": "good", "定义": "very bad"},
     )
     assert dm.encode("train", "prompt")[0]["input_ids"] == [2, *ids_of("very good it was"), 4, *ids_of("."), 3]
-    ids, mask = dm.verbalizer_ids
+    ids, mask = dm.verbalizer.token_ids, dm.verbalizer.mask
     assert ids.tolist() == [[ids_of("good")[0], 0], ids_of("very bad")]
     assert mask.tolist() == [[True, False], [True, True]]
 
@@ -227,7 +227,8 @@ def test_tokenized_splits_are_cached_by_settings(tmp_path, tiny_dir):
 
 def test_verbalizer_rows_are_padded_and_masked(tiny_dir, tmp_path):
     dm = tiny_module(tmp_path, tiny_dir, [["头", "治疗"]], verbalizer={"治疗": "治", "定义": "定义是"})
-    ids, mask = verbalizer_token_ids(dm.verbalizer, dm.label_names, dm.tokenizer)
+    verbalizer = Verbalizer.from_words(dm.label_words, dm.label_names, dm.tokenizer)
+    ids, mask = verbalizer.token_ids, verbalizer.mask
     assert ids.tolist() == [[*ids_of("治"), 0, 0], ids_of("定 义 是")]
     assert mask.sum(dim=1).tolist() == [1, 3]
     assert ids.dtype == torch.long
@@ -291,51 +292,6 @@ def test_failed_download_leaves_no_partial_cache(tmp_path, monkeypatch):
 
 
 # --- bad input: clear errors naming file, row and fix -------------------------------------
-
-def test_unknown_label_names_file_and_row(tmp_path, tiny_dir):
-    dm = tiny_module(tmp_path, tiny_dir, [["头", "治疗"], ["痛", "手术"]])
-    with pytest.raises(DataFileError, match=r"train\.tsv, row 3: unknown label '手术'"):
-        dm.class_counts("train")
-
-
-def test_wrong_number_of_fields_names_the_line(tmp_path, tiny_dir):
-    dm = tiny_module(tmp_path, tiny_dir, [["头", "治疗"], ["痛", "治疗", "extra"]])
-    with pytest.raises(DataFileError, match=r"train\.tsv, line 3: 3 field\(s\)"):
-        dm.class_counts("train")
-
-
-def test_empty_split_is_an_error(tmp_path, tiny_dir):
-    dm = tiny_module(tmp_path, tiny_dir, [])
-    with pytest.raises(DataFileError, match="no examples"):
-        dm.class_counts("train")
-
-
-def test_label_missing_from_verbalizer(tmp_path, tiny_dir):
-    dm = tiny_module(tmp_path, tiny_dir, [["头", "治疗"]], verbalizer={"治疗": "治疗"})
-    with pytest.raises(ValueError, match=r"no verbalizer word for label\(s\) \['定义'\]"):
-        dm.verbalizer_ids
-
-
-@pytest.mark.parametrize(
-    ("template", "message"),
-    [
-        ("{cls}{text_a}{sep}", r"\{mask\} exactly once"),
-        ("{cls}{mask}{sep}", r"\{text_a\} exactly once"),
-        ("{cls}{text_a}{text_b}{mask}{sep}", "one text field"),
-        ("{cls}{text_a}{oops}{mask}{sep}", "unknown placeholder"),
-    ],
-)
-def test_bad_templates(tmp_path, tiny_dir, template, message):
-    dm = tiny_module(tmp_path, tiny_dir, [["头", "治疗"]], template=template)
-    with pytest.raises(ValueError, match=message):
-        dm.template
-
-
-def test_max_length_too_small_for_template(tmp_path, tiny_dir):
-    dm = tiny_module(tmp_path, tiny_dir, [["头", "治疗"]], max_length=13)  # the template alone is 13 tokens
-    with pytest.raises(ValueError, match=r"max_length=13 is too small .* Use max_length >= 14"):
-        dm.encode("train", "prompt")
-
 
 # --- length-grouped batches ---------------------------------------------------------------
 

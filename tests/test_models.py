@@ -10,31 +10,16 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM
 
-from conftest import ROOT, SHARED_DATA, require_split
-from lt_tuning import ClsTuningModule, PromptTuningModule
+from conftest import ROOT, SHARED_DATA, VERBALIZER, prompt_batch, prompt_module, require_split
+from lt_tuning import ClsTuningModule
 from lt_tuning.cli import main
 from lt_tuning.models import classification_loss, focal_loss, focal_loss_reference
 from lt_tuning.models.backbone import encoder_inputs
 
-VERBALIZER = [[5], [6, 7], [8, 9, 10]]  # one-, two- and three-token label words
-
-
-def prompt_batch(vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(5, vocab_size, (4, 12), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 9:] = 0
-    input_ids[1, 9:] = 0
-    mask_positions = torch.tensor([3, 8, 11, 0])
-    input_ids[torch.arange(4), mask_positions] = 4  # [MASK]
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "mask_positions": mask_positions,
-            "labels": torch.tensor([0, 1, 2, 1])}
-
-
 @pytest.mark.parametrize("arch", ["bert", "roberta"])
 def test_prompt_logits_match_masked_lm_outputs(arch, tiny_bert_dir, tiny_roberta_dir):
     path = tiny_bert_dir if arch == "bert" else tiny_roberta_dir
-    module = PromptTuningModule(path, num_classes=3, label_token_ids=VERBALIZER).eval()
+    module = prompt_module(path).eval()
     reference = AutoModelForMaskedLM.from_pretrained(path).eval()
     batch = prompt_batch(reference.config.vocab_size)
     with torch.no_grad():
@@ -64,12 +49,12 @@ def test_pretrained_layer_norm_is_copied(arch, tiny_bert_dir, tiny_roberta_dir):
 
 
 def test_decoupled_embeddings_are_untied(tiny_bert_dir):
-    tied = PromptTuningModule(tiny_bert_dir, num_classes=3, label_token_ids=VERBALIZER)
+    tied = prompt_module(tiny_bert_dir)
     with torch.no_grad():
         tied.mlm.get_input_embeddings().weight[7] += 1.0
     torch.testing.assert_close(tied.mlm.get_output_embeddings().weight[7], tied.mlm.get_input_embeddings().weight[7])
 
-    module = PromptTuningModule(tiny_bert_dir, num_classes=3, label_token_ids=VERBALIZER, decouple_embeddings=True)
+    module = prompt_module(tiny_bert_dir, decouple_embeddings=True)
     inputs, outputs = module.mlm.get_input_embeddings().weight, module.mlm.get_output_embeddings().weight
     torch.testing.assert_close(inputs, outputs)  # a copy at init
     before = outputs[7].clone()
@@ -125,7 +110,7 @@ def test_focal_losses_match_closed_forms():
 
 
 def test_prompt_module_rejects_cls_batches(tiny_bert_dir):
-    module = PromptTuningModule(tiny_bert_dir, num_classes=3, label_token_ids=VERBALIZER)
+    module = prompt_module(tiny_bert_dir)
     with pytest.raises(ValueError, match="input_format='prompt'"):
         module({"input_ids": torch.ones(1, 4, dtype=torch.long)})
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import ROOT, SHARED_DATA, require_split
+from conftest import ROOT, SHARED_DATA, VERBALIZER, prompt_module, require_split
 from lt_tuning import (
     ClsTuningModule,
     CMIDDataModule,
@@ -83,9 +83,6 @@ def test_unrenderable_label_names_fall_back_to_class_indices():
     assert [h for _, h in bars(ax.containers[0])] == [float(c) for c in ORDER]
 
 
-VERBALIZER = [[5], [6, 7], [8, 9, 10]]
-
-
 def test_class_weight_norms_match_hand_computed_norms(tiny_bert_dir):
     cls = ClsTuningModule(tiny_bert_dir, num_classes=3)
     rows = cls.head[-1].weight.tolist()
@@ -93,7 +90,7 @@ def test_class_weight_norms_match_hand_computed_norms(tiny_bert_dir):
     assert norms.device.type == "cpu" and not norms.requires_grad
     assert norms.tolist() == pytest.approx([math.sqrt(sum(w * w for w in row)) for row in rows], rel=1e-6)
 
-    prompt = PromptTuningModule(tiny_bert_dir, num_classes=3, label_token_ids=VERBALIZER)
+    prompt = prompt_module(tiny_bert_dir)
     embeddings = prompt.mlm.get_output_embeddings().weight.tolist()
     expected = []
     for word in VERBALIZER:  # the class weight is the mean of the word's token embeddings

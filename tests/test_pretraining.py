@@ -61,7 +61,7 @@ def test_corpus_reads_train_only_and_holds_out_texts(cmid_corpus):
 def test_corpus_vocabulary_covers_template_and_verbalizer(cmid_corpus):
     tokenizer = cmid_corpus.tokenizer
     task = CMIDDataModule(data_dir=str(SHARED_DATA / "cmid"), model_name_or_path="unused")
-    for word in [*task.verbalizer.values(), "这个问题的意图是"]:
+    for word in [*task.label_words.values(), "这个问题的意图是"]:
         assert tokenizer.unk_token_id not in tokenizer(word, add_special_tokens=False)["input_ids"], word
 
 
@@ -151,13 +151,10 @@ def test_pretrain_through_cli_then_reload_and_tune(tmp_path):
 
     data = CMIDDataModule(data_dir=str(SHARED_DATA / "cmid"), model_name_or_path=str(out),
                           limit_examples=16, batch_size=8, cache_dir=str(tmp_path / "tok"))
-    for module in (PromptTuningModule(str(out), data.num_classes),
+    for module in (PromptTuningModule(str(out), data.num_classes, verbalizer=data.verbalizer),
                    ClsTuningModule(str(out), data.num_classes, layer_norm="pretrained")):
         data.input_format = module.input_format
         data.setup("fit")
-        if isinstance(module, PromptTuningModule):
-            ids, keep = data.verbalizer_ids
-            module.set_verbalizer([row[mask].tolist() for row, mask in zip(ids, keep)])
         batch = next(iter(data.train_dataloader()))
         logits = module(batch)
         assert logits.shape == (8, data.num_classes) and torch.isfinite(logits).all()

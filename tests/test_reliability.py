@@ -64,12 +64,12 @@ class CountBatches(pl.Callback):
 
 
 def assert_fails_before_training(dm: CMIDDataModule, model_dir: str, error: type, match: str) -> None:
-    """``fit`` raises ``error`` matching ``match`` before the first training batch."""
-    model = PromptTuningModule(model_dir, num_classes=dm.num_classes)
+    """Building the prompt-tuning module from ``dm`` or ``fit`` raises ``error`` matching ``match``
+    before the first training batch."""
     counter = CountBatches()
     trainer = pl.Trainer(max_steps=2, callbacks=[counter], **QUIET)
     with pytest.raises(error, match=match):
-        trainer.fit(model, dm)
+        trainer.fit(PromptTuningModule(model_dir, num_classes=dm.num_classes, verbalizer=dm.verbalizer), dm)
     assert counter.batches == 0 and trainer.global_step == 0
 
 
@@ -114,7 +114,8 @@ BAD_FILES = {
 def test_bad_files_fail_before_training_naming_file_and_fix(case, tmp_path, tiny_bert_dir):
     files, error, match = BAD_FILES[case]
     task = make_task(tmp_path / "cmid", **files)
-    dm = CMIDDataModule(data_dir=str(task), model_name_or_path=tiny_bert_dir, cache_dir=str(tmp_path / "cache"))
+    dm = CMIDDataModule(data_dir=str(task), model_name_or_path=tiny_bert_dir, input_format="prompt",
+                        cache_dir=str(tmp_path / "cache"))
     assert_fails_before_training(dm, tiny_bert_dir, error, match)
 
 
@@ -124,6 +125,7 @@ BAD_SETTINGS = {
     "{text_b} on a one-field dataset": (
         dict(template="{cls}{text_a}{text_b}是{mask}{sep}"), r"uses \{text_b\} but the dataset has one text field",
     ),
+    "unknown placeholder": (dict(template="{cls}{text_a}{oops}{mask}{sep}"), r"unknown placeholder \{oops\}"),
     "max_length below template + 1 token": (dict(max_length=13), r"max_length=13 is too small .* max_length >= 14"),
 }
 
@@ -132,7 +134,8 @@ BAD_SETTINGS = {
 def test_bad_settings_fail_before_training(case, tmp_path, tiny_bert_dir):
     settings, match = BAD_SETTINGS[case]
     task = make_task(tmp_path / "cmid")
-    dm = CMIDDataModule(data_dir=str(task), model_name_or_path=tiny_bert_dir, cache_dir=str(tmp_path / "c"), **settings)
+    dm = CMIDDataModule(data_dir=str(task), model_name_or_path=tiny_bert_dir, input_format="prompt",
+                        cache_dir=str(tmp_path / "c"), **settings)
     assert_fails_before_training(dm, tiny_bert_dir, ValueError, match)
 
 
@@ -166,15 +169,15 @@ def test_prompt_module_refuses_a_model_without_mlm_head(tmp_path, zh_tokenizer_d
 
 def test_classes_without_training_examples_are_named_and_still_evaluated(tmp_path, tiny_bert_dir):
     task = make_task(tmp_path / "cmid", train_labels=["治疗", "定义"])  # no training example of 表现
-    dm = CMIDDataModule(data_dir=str(task), model_name_or_path=tiny_bert_dir, batch_size=8,
+    dm = CMIDDataModule(data_dir=str(task), model_name_or_path=tiny_bert_dir, batch_size=8, input_format="prompt",
                         cache_dir=str(tmp_path / "cache"))
     assert dm.class_counts("train") == [12, 12, 0]
-    model = PromptTuningModule(tiny_bert_dir, num_classes=3, class_counts=dm.metric_class_counts)
-    trainer = pl.Trainer(max_steps=2, default_root_dir=tmp_path, **{**QUIET, "logger": True})
+    model = PromptTuningModule(tiny_bert_dir, num_classes=3, verbalizer=dm.verbalizer, class_counts=dm.metric_class_counts)
+    trainer = pl.Trainer(max_steps=2, **QUIET)
     with pytest.warns(UserWarning, match=r"train\.tsv: 1 class\(es\) have no training example: \['表现'\]"):
         trainer.fit(model, dm)
     trainer.test(model, dm, verbose=False)
-    result = json.loads((Path(trainer.log_dir) / "test_metrics.json").read_text())
+    result = model.last_test_metrics
     per_class = result["test/per_class_f1"]
     assert len(per_class) == 3  # 表现 has its own F1
     head, tail = head_tail_split([12, 12, 0], 0.65)
@@ -327,9 +330,9 @@ def validate_and_record(model_dir: str, cache_dir: str, devices: int, out: str) 
     """
     torch.set_num_threads(1)
     dm = CMIDDataModule(data_dir=str(SHARED_DATA), model_name_or_path=model_dir, limit_examples=101,
-                        eval_batch_size=8, cache_dir=cache_dir)
-    model = PromptTuningModule(model_dir, num_classes=dm.num_classes, head_tail_ratio=dm.head_tail_ratio,
-                               class_counts=dm.metric_class_counts)
+                        eval_batch_size=8, input_format="prompt", cache_dir=cache_dir)
+    model = PromptTuningModule(model_dir, num_classes=dm.num_classes, verbalizer=dm.verbalizer,
+                               head_tail_ratio=dm.head_tail_ratio, class_counts=dm.metric_class_counts)
     seen = SeenExamples()
     trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
                          callbacks=[seen], **QUIET)
@@ -441,8 +444,10 @@ class Losses(pl.Callback):
 def test_bf16_mixed_on_cpu_trains_without_nan(module, tmp_path, tiny_bert_dir):
     require_split("cmid", "train")
     dm = CMIDDataModule(data_dir=str(SHARED_DATA), model_name_or_path=tiny_bert_dir, limit_examples=32,
-                        batch_size=8, cache_dir=str(tmp_path / "cache"))
-    model = module(tiny_bert_dir, num_classes=dm.num_classes, class_counts=dm.metric_class_counts, learning_rate=1e-3)
+                        batch_size=8, input_format=module.input_format, cache_dir=str(tmp_path / "cache"))
+    verbalizer = {"verbalizer": dm.verbalizer} if module is PromptTuningModule else {}
+    model = module(tiny_bert_dir, num_classes=dm.num_classes, class_counts=dm.metric_class_counts, learning_rate=1e-3,
+                   **verbalizer)
     before = [p.detach().clone() for p in model.parameters()]
     losses = Losses()
     trainer = pl.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=4, val_check_interval=4,

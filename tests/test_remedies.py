@@ -7,10 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, SHARED_DATA, require_split
-from test_models import prompt_batch
+from conftest import ROOT, SHARED_DATA, prompt_batch, require_split
 
-from lt_tuning import CMIDDataModule, ClsTuningModule, PromptTuningModule
+from lt_tuning import CMIDDataModule, ClsTuningModule, PromptTuningModule, Verbalizer
 from lt_tuning.cli import build_cli
 from lt_tuning.models import classification_loss
 from lt_tuning.models.remedies import class_balanced_weights, log_prior, logit_adjust, tau_normalize
@@ -73,7 +72,7 @@ def test_remedies_need_priors(tiny_bert_dir):
 
 def _prompt_module(tiny_bert_dir, **kwargs) -> PromptTuningModule:
     torch.manual_seed(0)
-    module = PromptTuningModule(tiny_bert_dir, 3, label_token_ids=[[10], [11, 12], [13, 14, 15]], **kwargs)
+    module = PromptTuningModule(tiny_bert_dir, 3, verbalizer=Verbalizer.from_token_ids([[10], [11, 12], [13, 14, 15]]), **kwargs)
     return module.eval()
 
 
@@ -139,7 +138,8 @@ def test_soft_prompt_tokens_get_trainable_rows(tiny_bert_dir, tmp_path):
     assert data.vocab_size == base + 3
     init_ids = data.tokenizer("问题", add_special_tokens=False)["input_ids"]
     torch.manual_seed(0)
-    prompt = PromptTuningModule(tiny_bert_dir, data.num_classes, vocab_size=data.vocab_size, soft_prompt_init="问题")
+    prompt = PromptTuningModule(tiny_bert_dir, data.num_classes, verbalizer=data.verbalizer, vocab_size=data.vocab_size,
+                                soft_prompt_init="问题")
     weight = prompt.mlm.get_input_embeddings().weight
     assert weight.shape[0] == data.vocab_size
     torch.testing.assert_close(weight[base:], weight[init_ids].mean(0).expand(3, -1))
@@ -149,8 +149,6 @@ def test_soft_prompt_tokens_get_trainable_rows(tiny_bert_dir, tmp_path):
     assert rows.shape[0] == 3 and 0.005 < float(rows.detach().std()) < 0.05  # random, the model's init range 0.02
 
     data.setup("fit")
-    ids, keep = data.verbalizer_ids
-    prompt.set_verbalizer([row[mask].tolist() for row, mask in zip(ids, keep)])
     batch = next(iter(data.train_dataloader()))
     assert (batch["input_ids"][:, 1:3] == torch.tensor([base, base + 1])).all()
     for module in (prompt, cls):

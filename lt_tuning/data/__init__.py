@@ -1,9 +1,9 @@
-"""Long-tailed datasets as LightningDataModules, prompt templates and verbalizers."""
+"""Long-tailed datasets as LightningDataModules, and prompt templates."""
 
 from lt_tuning.data.corpus import MaskedLMCorpusDataModule
 from lt_tuning.data.collate import PadCollator
 from lt_tuning.data.datamodule import LongTailedDataModule
-from lt_tuning.data.prompt import Template, add_pseudo_tokens, verbalizer_token_ids
+from lt_tuning.data.prompt import Template, add_pseudo_tokens
 from lt_tuning.data.reading import DataFileError, read_labelled_file
 from lt_tuning.data.sampler import LengthGroupedBatchSampler
 from lt_tuning.data.sources import RELEASE_URL, download_task, resolve_task_dir
@@ -40,5 +40,4 @@ __all__ = [
     "read_labelled_file",
     "resolve_task_dir",
     "train_wordpiece_tokenizer",
-    "verbalizer_token_ids",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -26,11 +27,12 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from lt_tuning.data.collate import PadCollator
 from lt_tuning.data.loaders import ResumableDataLoader, UnpaddedDistributedSampler
-from lt_tuning.data.prompt import Template, add_pseudo_tokens, verbalizer_token_ids
+from lt_tuning.data.prompt import Template, add_pseudo_tokens
 from lt_tuning.data.reading import DataFileError, load_json_mapping, read_labelled_file
 from lt_tuning.data.sampler import LengthGroupedBatchSampler
 from lt_tuning.data.sources import cache_root
 from lt_tuning.metrics.split import head_tail_split
+from lt_tuning.verbalizer import Verbalizer
 
 InputFormat = Literal["cls", "prompt"]
 SPLITS = ("train", "dev", "test")
@@ -52,8 +54,9 @@ class LongTailedDataModule(pl.LightningDataModule):
         head_tail_ratio: running share of examples below which a class is head.
         head_tail_from: ``"train"`` splits head/tail by training frequencies (principled);
             ``"eval"`` by each evaluated split's own frequencies (what the reference code did).
-        input_format: ``"cls"`` or ``"prompt"``; None asks the trainer's LightningModule
-            (its ``input_format`` attribute), so a config need not say it twice.
+        input_format: ``"cls"`` or ``"prompt"``, the encoding the model needs. The model declares
+            it (its ``input_format``) and the lt-tuning CLI passes it on; in Python give the
+            module's. None: not yet known (``setup`` says to set it).
         group_by_length: training batches of similar lengths (random across groups, see
             :class:`~lt_tuning.data.sampler.LengthGroupedBatchSampler`); less padding.
         limit_examples: keep only the first N rows of every split (quick runs, tests).
@@ -105,9 +108,6 @@ class LongTailedDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "tokenized"
         self.datasets: dict[str, datasets.Dataset] = {}
         self.examples: dict[str, dict[str, list]] = {}
-        # Training order comes from this seed alone (fixed by seed_everything before construction),
-        # so a resumed run can replay an epoch's order (see ResumableDataLoader).
-        self.shuffle_seed = int(torch.randint(0, 2**62, ()).item())
         self._train_loader: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, Any] | None = None
 
@@ -186,24 +186,26 @@ class LongTailedDataModule(pl.LightningDataModule):
         return Template.parse(self.template_text, self.tokenizer, len(self.text_fields))
 
     @property
-    def _verbalizer_source(self) -> Mapping[str, str] | str | Path:
-        source = self._verbalizer if self._verbalizer is not None else self.default_verbalizer_path()
-        if source is None:
-            raise ValueError("No verbalizer: pass `verbalizer` (label -> word, or a verbalizer.json path).")
-        return source
+    def _verbalizer_source(self) -> Mapping[str, str] | str | Path | None:
+        return self._verbalizer if self._verbalizer is not None else self.default_verbalizer_path()
 
     @cached_property
-    def verbalizer(self) -> dict[str, str]:
-        """Label -> verbalizer word."""
+    def label_words(self) -> dict[str, str] | None:
+        """Label -> verbalizer word as configured; None when none is (CLS-tuning needs none)."""
         source = self._verbalizer_source
+        if source is None:
+            return None
         return dict(load_json_mapping(source)) if isinstance(source, (str, Path)) else dict(source)
 
     @cached_property
-    def verbalizer_ids(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids ``[C, L]`` and mask ``[C, L]`` of the verbalizer words, in label order."""
+    def verbalizer(self) -> Verbalizer | None:
+        """The label words tokenized for prompt-tuning (the CLI links it to the module); None
+        when no label words are configured."""
+        if self.label_words is None:
+            return None
         source = self._verbalizer_source
-        return verbalizer_token_ids(
-            self.verbalizer, self.label_names, self.tokenizer, self.template.space_before_mask,
+        return Verbalizer.from_words(
+            self.label_words, self.label_names, self.tokenizer, self.template.space_before_mask,
             source=str(source) if isinstance(source, (str, Path)) else "verbalizer",
         )
 
@@ -246,16 +248,6 @@ class LongTailedDataModule(pl.LightningDataModule):
                 columns = {key: values[: self.limit_examples] for key, values in columns.items()}
             self.examples[split] = columns
         return self.examples[split]
-
-    def resolved_input_format(self) -> InputFormat:
-        """``input_format``, or the attached LightningModule's, or an error saying to set it."""
-        fmt = self.input_format
-        if fmt is None:
-            module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
-            fmt = getattr(module, "input_format", None)
-        if fmt not in ("cls", "prompt"):
-            raise ValueError("Set input_format='cls' or 'prompt' (or attach a lt-tuning module through a Trainer).")
-        return fmt
 
     def encode(self, split: str, input_format: InputFormat) -> datasets.Dataset:
         """Tokenized ``split`` in ``input_format``; cached on disk across runs."""
@@ -311,7 +303,12 @@ class LongTailedDataModule(pl.LightningDataModule):
         test.tsv fails now rather than after training; classes without a training example
         are reported.
         """
-        fmt = self.resolved_input_format()
+        fmt = self.input_format
+        if fmt not in ("cls", "prompt"):
+            raise ValueError(
+                f"input_format is {fmt!r}: set the DataModule's input_format to the module's "
+                "(module.input_format, 'cls' or 'prompt'); the lt-tuning CLI does it for you."
+            )
         needed = {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test",), "predict": (self.predict_split,)}
         for split in needed.get(stage, SPLITS) if stage else SPLITS:
             self.datasets[split] = self.encode(split, fmt)  # a disk-cache hit after the first time
@@ -343,6 +340,13 @@ class LongTailedDataModule(pl.LightningDataModule):
             self.tokenizer.pad_token_id, with_token_type_ids="token_type_ids" in self.tokenizer.model_input_names
         )
 
+    def shuffle_seed(self) -> int:
+        """The seed of the training order: ``seed_everything``'s when set ($PL_GLOBAL_SEED), else
+        a random one. Read when a training loader is made, never at construction, so a
+        DataModule built before or after seeding trains on the same order."""
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        return int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         """Training: a loader that resumes mid-epoch; evaluation: in order, each example once per run."""
         dataset = self.datasets[split]
@@ -350,14 +354,13 @@ class LongTailedDataModule(pl.LightningDataModule):
             "num_workers": self.num_workers, "collate_fn": self.collator(), "persistent_workers": self.num_workers > 0,
         }
         if train:
+            seed = self.shuffle_seed()
             if self.group_by_length:
                 lengths = [len(ids) for ids in dataset["input_ids"]]
-                sampler = LengthGroupedBatchSampler(lengths, self.batch_size, seed=self.shuffle_seed)
-                batching = {"batch_sampler": sampler}
+                batching = {"batch_sampler": LengthGroupedBatchSampler(lengths, self.batch_size, seed=seed)}
             else:
                 batching = {"batch_size": self.batch_size, "shuffle": True}
-            generator = torch.Generator().manual_seed(self.shuffle_seed)
-            return ResumableDataLoader(dataset, generator=generator, **batching, **common)
+            return ResumableDataLoader(dataset, generator=torch.Generator().manual_seed(seed), **batching, **common)
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:  # else Lightning's sampler repeats examples
             sampler = UnpaddedDistributedSampler(dataset, trainer.world_size, trainer.global_rank)
@@ -367,7 +370,7 @@ class LongTailedDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self._train_loader = self._loader("train", train=True)
         if self._train_loader_state is not None:
-            self._train_loader.load_state_dict(self._train_loader_state)
+            self._train_loader.load_position(self._train_loader_state)
             self._train_loader_state = None
         return self._train_loader
 
@@ -378,19 +381,19 @@ class LongTailedDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         """The training loader's place in its epoch, saved in every checkpoint.
 
-        Lightning also saves and restores the loader itself, but skips the restore when the
-        module asked for ``trainer.estimated_stepping_batches`` before (as ours do for the LR
-        schedule); the DataModule's own state is restored in any case.
+        The DataModule keeps it, not Lightning's stateful-loader support, which drops a loader's
+        state on resume when ``trainer.estimated_stepping_batches`` was read before (as our
+        modules do for the LR schedule; Lightning issue #20550).
         """
-        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+        return {"train_loader": self._train_loader.position()} if self._train_loader is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume the training loader (the current one, or else the next one made) where it stopped."""
-        state = state_dict.get("train_loader")
-        if state is not None and self._train_loader is not None:
-            self._train_loader.load_state_dict(state)
+        position = state_dict.get("train_loader")
+        if position is not None and self._train_loader is not None:  # strategies that restore after setup
+            self._train_loader.load_position(position)
         else:
-            self._train_loader_state = state
+            self._train_loader_state = position
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("dev", train=False)

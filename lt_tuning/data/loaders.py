@@ -12,9 +12,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 class ResumableDataLoader(DataLoader):
     """A training DataLoader that a run resumed from a mid-epoch checkpoint continues exactly.
 
-    Lightning saves :meth:`state_dict` in every checkpoint and hands it to :meth:`load_state_dict`
-    on resume. The state is the ``generator``'s state when the current epoch began plus the number
-    of batches handed out since: on resume the epoch's order is drawn again from that state and
+    The DataModule saves :meth:`position` in every checkpoint and hands it to :meth:`load_position`
+    on resume (the methods are not named ``state_dict``, so that Lightning does not save it a
+    second time). The position is the ``generator``'s state when the current epoch began plus the
+    number of batches handed out since: on resume the epoch's order is drawn again from it and
     the batches already trained on are skipped (loaded and dropped: cheap for tokenized rows, and
     it works with any sampler). The order must depend only on ``generator`` and the epoch, as for
     ``shuffle=True`` (a ``RandomSampler`` drawing from ``generator``) or a seeded
@@ -38,16 +39,16 @@ class ResumableDataLoader(DataLoader):
             self._served += 1
             yield batch
 
-    def state_dict(self) -> dict[str, Any]:
+    def position(self) -> dict[str, Any]:
         """Where the current epoch's order came from and how far into it training got."""
         if self._epoch_state is None or self._served >= len(self):  # the next epoch starts from here
             return {"generator": self.generator.get_state(), "batches": 0}
         return {"generator": self._epoch_state, "batches": self._served}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def load_position(self, position: dict[str, Any]) -> None:
         """Make the next iteration replay the saved epoch's order from its first unseen batch."""
-        self.generator.set_state(state_dict["generator"])
-        self._skip = int(state_dict["batches"])
+        self.generator.set_state(position["generator"])
+        self._skip = int(position["batches"])
 
 
 class UnpaddedDistributedSampler(DistributedSampler):

@@ -1,4 +1,4 @@
-"""Prompt templates and verbalizers: text -> token ids for prompt-tuning.
+"""Prompt templates: text -> token ids for prompt-tuning (the label words: :mod:`lt_tuning.verbalizer`).
 
 A template such as ``{cls}{text_a}？这个问题的意图是{mask}。{sep}`` is parsed once into
 token-id pieces; each example then only needs its text fields tokenized (in batches, by
@@ -9,10 +9,8 @@ and with it the [MASK], always survives.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -152,40 +150,3 @@ def add_pseudo_tokens(tokenizer: PreTrainedTokenizerBase, template: str) -> list
     if tokens:
         tokenizer.add_tokens(tokens, special_tokens=True)
     return tokenizer.convert_tokens_to_ids(tokens)
-
-
-def verbalizer_token_ids(
-    verbalizer: Mapping[str, str],
-    labels: Sequence[str],
-    tokenizer: PreTrainedTokenizerBase,
-    space_before_mask: bool = False,
-    source: str = "verbalizer",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids ``[C, L]`` and mask ``[C, L]`` of each label's verbalizer word, in label order.
-
-    Multi-token words are right-padded with the pad id and masked out. Raises if a label has
-    no word, or if a word tokenizes to nothing or to [UNK] (its score would be meaningless).
-    """
-    missing = [label for label in labels if label not in verbalizer]
-    if missing:
-        raise ValueError(f"{source}: no verbalizer word for label(s) {missing}; add an entry 'label': 'word' for each.")
-    words = [(" " if space_before_mask else "") + verbalizer[label] for label in labels]
-    rows = tokenizer(words, add_special_tokens=False)["input_ids"]
-    for label, row in zip(labels, rows):
-        if not row or tokenizer.unk_token_id in row:
-            raise ValueError(
-                f"{source}: the verbalizer word {verbalizer[label]!r} of label {label!r} tokenizes to "
-                f"{tokenizer.convert_ids_to_tokens(row)}; choose a word in the tokenizer's vocabulary."
-            )
-    return pad_token_rows(rows, tokenizer.pad_token_id)
-
-
-def pad_token_rows(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token-id rows into ids ``[C, L]`` and a boolean mask ``[C, L]`` of real tokens."""
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = True
-    return ids, mask

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import pytorch_lightning as pl
@@ -12,7 +11,6 @@ from torch import nn
 from torchmetrics import MetricCollection
 from transformers import AutoTokenizer, PreTrainedModel, get_linear_schedule_with_warmup
 
-from lt_tuning.io import atomic_write_json
 from lt_tuning.metrics import Accuracy, HeadTailF1, MacroF1, PerClassF1
 from lt_tuning.models.backbone import grow_embeddings
 from lt_tuning.models.losses import LossName, classification_loss
@@ -24,8 +22,9 @@ STAGES = ("val", "test")
 class LongTailedClassifier(pl.LightningModule):
     """Base of the tuning modules: loss, AdamW + linear warmup schedule, acc/F1/head/tail F1.
 
-    Subclasses implement :meth:`forward` (batch -> logits ``[B, C]``) and set ``input_format``
-    (``"cls"`` or ``"prompt"``), which the DataModule reads to encode its splits.
+    Subclasses implement :meth:`forward` (batch -> logits ``[B, C]``) and declare ``input_format``
+    (``"cls"`` or ``"prompt"``): the encoding their batches need, which the DataModule is told
+    (by the lt-tuning CLI, or as its ``input_format`` argument in Python).
 
     Args:
         model_name_or_path: the pretrained encoder (hub name or local folder).
@@ -76,7 +75,8 @@ class LongTailedClassifier(pl.LightningModule):
         soft_prompt_init: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()  # also collects the calling subclass's own arguments
+        # Also collects the calling subclass's own arguments; a verbalizer is a submodule, saved as state.
+        self.save_hyperparameters(ignore=["verbalizer"])
         self.num_classes = num_classes
         uses_priors = logit_adjustment != "none" or class_balanced_beta is not None
         if uses_priors and train_class_counts is None:
@@ -176,11 +176,7 @@ class LongTailedClassifier(pl.LightningModule):
         self._log_epoch("val")
 
     def on_test_epoch_end(self) -> None:
-        result = self._log_epoch("test")
-        self.last_test_metrics = result  # for callbacks (PlotWriter) and notebooks
-        log_dir = self.trainer.log_dir
-        if self.trainer.is_global_zero and log_dir is not None:
-            atomic_write_json(Path(log_dir) / "test_metrics.json", result)
+        self.last_test_metrics = self._log_epoch("test")  # for callbacks (TestMetricsWriter, PlotWriter) and notebooks
 
     # --- optimisation -------------------------------------------------------------------
 
