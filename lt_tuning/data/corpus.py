@@ -153,7 +153,7 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
             module = self._task_module(task)
             words.append(template_words(module.template_text))
             if module.default_verbalizer_path().is_file():
-                words.extend(module.verbalizer.values())
+                words.extend(module.label_words.values())
         return words
 
     # --- tokenizer ---------------------------------------------------------------------
