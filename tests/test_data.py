@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from transformers import AutoTokenizer
 
@@ -18,8 +19,8 @@ from lt_tuning import (
     MSRADataModule,
     R52DataModule,
     TextClassificationDataModule,
+    Verbalizer,
 )
-from lt_tuning import Verbalizer
 from lt_tuning.data import DataFileError, Template, resolve_task_dir
 from lt_tuning.metrics import head_tail_split
 
@@ -291,8 +292,6 @@ def test_failed_download_leaves_no_partial_cache(tmp_path, monkeypatch):
     assert list((tmp_path / "cache" / "data").iterdir()) == []
 
 
-# --- bad input: clear errors naming file, row and fix -------------------------------------
-
 # --- length-grouped batches ---------------------------------------------------------------
 
 def test_length_grouped_batches_cover_each_example_once_and_change_per_epoch():
@@ -326,3 +325,32 @@ def test_datamodule_groups_training_batches_by_length(tmp_path, tiny_dir):
     assert sorted(i for b in batches for i in b["index"].tolist()) == list(range(8))
     widths = sorted(b["input_ids"].shape[1] for b in batches)
     assert widths == [4, 6, 30, 32]  # lengths n + 2, sorted and paired: short with short, long with long
+
+
+# --- the training order: from the seed alone ----------------------------------------------
+
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_training_order_does_not_depend_on_when_the_datamodule_was_built(group_by_length, tmp_path, tiny_dir,
+                                                                         monkeypatch):
+    """Built before or after ``seed_everything``: the same seed gives the same batches, another seed others."""
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)  # restored after the test
+    rows = [["头" * n, "治疗"] for n in range(1, 25)]
+
+    def first_epoch(dm) -> list[list[int]]:
+        dm.setup("fit")
+        return [batch["index"].tolist() for batch in dm.train_dataloader()]
+
+    def build():
+        return tiny_module(tmp_path, tiny_dir, rows, input_format="cls", batch_size=4, group_by_length=group_by_length)
+
+    torch.manual_seed(12345)  # whatever state the process is in before seeding
+    built_before = build()
+    pl.seed_everything(7, verbose=False)
+    before = first_epoch(built_before)
+    pl.seed_everything(7, verbose=False)
+    after = first_epoch(build())
+    pl.seed_everything(8, verbose=False)
+    other = first_epoch(build())
+    assert before == after
+    assert sorted(i for batch in before for i in batch) == list(range(24))
+    assert other != before

@@ -285,6 +285,7 @@ def test_fit_killed_mid_epoch_resumes_to_the_same_result(tmp_path, tiny_bert_dir
     killed_at = torch.load(root / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)
     assert killed_at["global_step"] == 3  # 6 batches per epoch: the kill came mid-epoch
     assert killed_at["CMIDDataModule"]["train_loader"]["batches"] == 3
+    assert "combined_loader" not in killed_at["loops"]["fit_loop"]["state_dict"]  # saved once, by the DataModule
 
     main(["fit", "--config", str(config), "--trainer.default_root_dir", str(root), "--ckpt_path", "last"])
     resumed, resumed_metrics = final_state(root)
