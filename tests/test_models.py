@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForMaskedLM
 
 from conftest import ROOT, SHARED_DATA, VERBALIZER, prompt_batch, prompt_module, require_split
-from lt_tuning import ClsTuningModule
-from lt_tuning.cli import main
+import lt_tuning
+from lt_tuning import ClsTuningModule, CMIDDataModule, PromptTuningModule
+from lt_tuning.cli import build_cli, main
 from lt_tuning.models import classification_loss, focal_loss, focal_loss_reference
 from lt_tuning.models.backbone import encoder_inputs
 
@@ -131,15 +133,38 @@ def test_examples_cover_every_cell_of_the_study():
     assert study_rows <= {p.stem for p in METHOD_CONFIGS}
 
 
+TWO_FIELD_METHODS = {"prompt_tuning_soft_prompt_pair"}  # templates with {text_b}: MSRA (sentence, entity)
+
+
 @pytest.mark.parametrize("method", METHOD_CONFIGS, ids=lambda p: p.stem)
+def test_method_config_values_reach_the_module(method, tiny_bert_dir):
+    """Each method config builds its module with every value it sets, and the CLI's links arrive."""
+    config = yaml.safe_load(method.read_text(encoding="utf-8"))
+    task = "msra" if method.stem in TWO_FIELD_METHODS else "cmid"
+    cli = build_cli(["--config", str(EXAMPLES / "data" / f"{task}.yaml"), "--config", str(method),
+                     "--data.data_dir", str(SHARED_DATA), "--data.model_name_or_path", tiny_bert_dir,
+                     "--data.head_tail_from", "eval"], run=False)  # eval: no train split needed (MSRA has none here)
+    model, data = cli.model, cli.datamodule
+    assert f"lt_tuning.{type(model).__name__}" == config["model"]["class_path"]
+    for key, value in config["model"].get("init_args", {}).items():
+        assert model.hparams[key] == value, key
+    data_args = config.get("data", {}).get("init_args", {})
+    assert set(data_args) <= {"template"} and data.template_text == data_args.get("template", data.template_text)
+    assert model.num_classes == data.num_classes and data.input_format == model.input_format
+    if isinstance(model, PromptTuningModule):
+        assert model.verbalizer is data.verbalizer
+
+
 @pytest.mark.parametrize("data", DATA_CONFIGS, ids=lambda p: p.stem)
-def test_example_configs_print(data, method, capsys):
+def test_data_configs_print_their_values(data, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(data), "--config", str(method), "--print_config"])
+        main(["fit", "--config", str(data), "--config", str(METHOD_CONFIGS[0]), "--print_config"])
     assert exit_info.value.code == 0
-    printed = capsys.readouterr().out
-    assert f"class_path: lt_tuning.{'ClsTuningModule' if 'cls' in method.stem else 'PromptTuningModule'}" in printed
-    assert "monitor: val/f1" in printed
+    printed = yaml.safe_load(capsys.readouterr().out)
+    config = yaml.safe_load(data.read_text(encoding="utf-8"))["data"]
+    assert printed["data"]["class_path"] == config["class_path"]
+    assert printed["data"]["init_args"].items() >= config["init_args"].items()
+    assert printed["checkpoint"]["monitor"] == "val/f1"
 
 
 def write_run_config(tmp_path: Path, model_dir: str, module: str) -> Path:
@@ -178,6 +203,11 @@ def test_cli_fit_then_test_from_checkpoint(module, tmp_path, tiny_bert_dir):
     assert len(fitted["test/per_class_f1"]) == 36
     assert "val/f1" in (run / "metrics.csv").read_text().splitlines()[0]
     best = next((run / "checkpoints").glob("best-*.ckpt"))
+    reloaded = getattr(lt_tuning, module).load_from_checkpoint(best, map_location="cpu")  # the checkpoint alone
+    assert reloaded.class_weight_norms().shape == (36,)
+    if module == "PromptTuningModule":  # its verbalizer came with the checkpoint
+        data = CMIDDataModule(data_dir=str(SHARED_DATA), model_name_or_path=tiny_bert_dir)
+        assert torch.equal(reloaded.verbalizer.token_ids, data.verbalizer.token_ids)
 
     main(["test", "--config", str(config), "--ckpt_path", str(best)])
     tested = json.loads((tmp_path / "runs" / "lightning_logs" / "version_1" / "test_metrics.json").read_text())
