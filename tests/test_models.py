@@ -183,7 +183,7 @@ model:
   init_args:
     learning_rate: 0.001
 trainer:
-  max_epochs: 2
+  max_epochs: 1
   val_check_interval: 5
   default_root_dir: {tmp_path / 'runs'}
   enable_progress_bar: false
@@ -232,7 +232,7 @@ def test_console_script_fits_and_exits_zero(tmp_path, tiny_bert_dir):
     script = Path(sys.executable).with_name("lt-tuning")  # installed beside this interpreter
     assert script.exists(), "the lt-tuning console script is not installed (pip install -e .)"
     config = write_run_config(tmp_path, tiny_bert_dir, "PromptTuningModule")
-    result = subprocess.run([script, "fit", "--config", str(config), "--trainer.max_epochs", "1"],
+    result = subprocess.run([script, "fit", "--config", str(config)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "runs" / "lightning_logs" / "version_0" / "test_metrics.json").is_file()
