@@ -1,7 +1,7 @@
 """Aggregate finished runs into the study's table: mean (std) of Acc / F1 / head F1 / tail F1 per cell.
 
 A run directory holds ``run.json`` (its cell: any keys, e.g. ``dataset``, ``method``, ``seed``)
-and, anywhere below it, the ``test_metrics.json`` that the tuning modules write after testing.
+and, anywhere below it, the ``test_metrics.json`` that the CLI writes after testing (``TestMetricsWriter``).
 """
 
 from __future__ import annotations

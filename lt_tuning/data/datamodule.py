@@ -341,11 +341,16 @@ class LongTailedDataModule(pl.LightningDataModule):
         )
 
     def shuffle_seed(self) -> int:
-        """The seed of the training order: ``seed_everything``'s when set ($PL_GLOBAL_SEED), else
-        a random one. Read when a training loader is made, never at construction, so a
-        DataModule built before or after seeding trains on the same order."""
+        """The seed of the training order, drawn when a training loader is made, never at
+        construction: a DataModule built before or after seeding trains on the same order.
+
+        It is the first draw from ``seed_everything``'s seed ($PL_GLOBAL_SEED), which is what the
+        CLI's DataModules drew when they were built right after seeding (their runs keep their
+        order); a random one when nothing was seeded.
+        """
         seed = os.environ.get("PL_GLOBAL_SEED")
-        return int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
+        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        return int(torch.randint(0, 2**62, (), generator=generator).item())
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         """Training: a loader that resumes mid-epoch; evaluation: in order, each example once per run."""
