@@ -155,6 +155,13 @@ def test_method_config_values_reach_the_module(method, tiny_bert_dir):
         assert model.verbalizer is data.verbalizer
 
 
+def test_cli_refuses_a_data_input_format_the_model_does_not_read(tiny_bert_dir):
+    with pytest.raises(ValueError, match=r"data.input_format='cls' but PromptTuningModule reads 'prompt' batches"):
+        build_cli(["--config", str(EXAMPLES / "data" / "cmid.yaml"),
+                   "--config", str(EXAMPLES / "methods" / "prompt_tuning.yaml"), "--data.data_dir", str(SHARED_DATA),
+                   "--data.model_name_or_path", tiny_bert_dir, "--data.input_format", "cls"], run=False)
+
+
 @pytest.mark.parametrize("data", DATA_CONFIGS, ids=lambda p: p.stem)
 def test_data_configs_print_their_values(data, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -232,7 +239,8 @@ def test_console_script_fits_and_exits_zero(tmp_path, tiny_bert_dir):
     script = Path(sys.executable).with_name("lt-tuning")  # installed beside this interpreter
     assert script.exists(), "the lt-tuning console script is not installed (pip install -e .)"
     config = write_run_config(tmp_path, tiny_bert_dir, "PromptTuningModule")
-    result = subprocess.run([script, "fit", "--config", str(config)],
+    result = subprocess.run([script, "fit", "--config", str(config), "--data.init_args.limit_examples", "80",
+                             "--trainer.max_steps", "5"],  # one evaluation (step 5), then the test
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "runs" / "lightning_logs" / "version_0" / "test_metrics.json").is_file()

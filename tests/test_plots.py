@@ -141,7 +141,7 @@ data:
   init_args:
     data_dir: {SHARED_DATA}
     model_name_or_path: {tiny_bert_dir}
-    limit_examples: 200
+    limit_examples: 64
     batch_size: 32
     cache_dir: {tmp_path / 'cache'}
 model:
