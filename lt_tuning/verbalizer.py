@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedTokenizerBase
 
 
@@ -35,13 +36,9 @@ class Verbalizer(nn.Module):
     @classmethod
     def from_token_ids(cls, rows: Sequence[Sequence[int]]) -> Verbalizer:
         """A verbalizer from each class's word as a row of token ids, in label order."""
-        width = max(len(row) for row in rows)
-        token_ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.bool)
-        for i, row in enumerate(rows):
-            token_ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = True
-        return cls(token_ids, mask)
+        ids = [torch.as_tensor(row, dtype=torch.long) for row in rows]
+        mask = [torch.ones(len(row), dtype=torch.bool) for row in rows]
+        return cls(pad_sequence(ids, batch_first=True), pad_sequence(mask, batch_first=True))
 
     @classmethod
     def from_words(
