@@ -181,12 +181,12 @@ class FixedPredictions(LongTailedClassifier):
 
 
 @pytest.mark.parametrize("f1_over", ["present", "all"])
-def test_module_val_f1_is_scikit_learn_macro_f1(f1_over):
+def test_module_val_f1_is_scikit_learn_macro_f1(f1_over, tmp_path):
     preds, target, num_classes = _case("absent")
     batches = DataLoader([{"pred": torch.tensor(preds[i : i + 64]), "labels": torch.tensor(target[i : i + 64])}
                           for i in range(0, len(target), 64)], batch_size=None)
     module = FixedPredictions("unused", num_classes=num_classes, f1_over=f1_over)
-    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     val = trainer.validate(module, batches, verbose=False)[0]
     test = trainer.test(module, batches, verbose=False)[0]
     labels = None if f1_over == "present" else list(range(num_classes))
