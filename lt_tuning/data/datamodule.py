@@ -279,10 +279,10 @@ class LongTailedDataModule(pl.LightningDataModule):
     def _encode_batch(self, batch: dict[str, list], input_format: InputFormat) -> dict[str, list]:
         tokenizer = self.tokenizer
         text_b = batch.get("text_b")
-        if input_format == "cls" and text_b is None:
-            return dict(tokenizer(batch["text_a"], truncation=True, max_length=self.max_length,
-                                  return_attention_mask=False))
         if input_format == "cls":
+            if text_b is None:
+                return dict(tokenizer(batch["text_a"], truncation=True, max_length=self.max_length,
+                                      return_attention_mask=False))
             encoded = tokenizer(batch["text_a"], text_b, return_attention_mask=False)
             budget = self.max_length - tokenizer.num_special_tokens_to_add(pair=True)
             rows = [_truncate_pair(encoded, i, budget) for i in range(len(text_b))]
