@@ -56,7 +56,9 @@ def main() -> None:
         name, folder = item.split("=", 1)
         datamodule, module, f1s[name] = load_run(Path(folder))
         norms[name] = class_weight_norms(module)
-    counts, ratio, names = datamodule.metric_class_counts, datamodule.head_tail_ratio, datamodule.label_names
+    # The counts that split the test metrics: the training split's, or the test split's own (the study's rule).
+    counts = datamodule.metric_class_counts or datamodule.class_counts("test")
+    ratio, names = datamodule.head_tail_ratio, datamodule.label_names
     for file, figure in {
         "class_distribution.png": class_distribution_figure(counts, ratio, names),
         "per_class_f1.png": per_class_f1_figure(f1s, counts, ratio, names),

@@ -6,6 +6,11 @@ Finished runs (a test_metrics.json present) are kept, so an interrupted sweep re
 The table (mean (std) over seeds of Acc / F1 / head F1 / tail F1) goes to ``<output>/table.md``
 and ``table.json``, with the exact command in ``<output>/command.txt``.
 
+Every run uses the study's definitions, so the table sits beside the paper's (``STUDY_DEFINITIONS``,
+passed before the overrides): macro F1 over the classes present in the evaluated split
+(scikit-learn's), head/tail classes by each evaluated split's own frequencies. The library's
+defaults are the same; naming them here keeps the table's meaning if a default changes.
+
 Example (the committed own-backbone table, benchmarks/results/own_backbone/)::
 
     python benchmarks/reproduce.py --datasets cmid ctc \\
@@ -28,6 +33,7 @@ from lt_tuning.io import atomic_write_json, atomic_write_text
 from lt_tuning.results import aggregate_runs, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
+STUDY_DEFINITIONS = ["--model.init_args.f1_over", "present", "--data.init_args.head_tail_from", "eval"]
 
 
 def config_path(kind: str, name: str) -> Path:
@@ -46,7 +52,7 @@ def run_cell(dataset: str, method: str, seed: int, run_dir: Path, overrides: lis
         sys.executable, "-m", "lt_tuning.cli", "fit",
         "--config", str(config_path("data", dataset)), "--config", str(config_path("methods", method)),
         "--seed_everything", str(seed), "--trainer.default_root_dir", str(run_dir),
-        "--trainer.enable_progress_bar", "false", *overrides,
+        "--trainer.enable_progress_bar", "false", *STUDY_DEFINITIONS, *overrides,
     ]
     start = time.perf_counter()
     with open(run_dir / "log.txt", "w", encoding="utf-8") as log:

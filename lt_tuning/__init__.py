@@ -11,6 +11,7 @@ from lt_tuning.data import (
     R52DataModule,
     TextClassificationDataModule,
 )
+from lt_tuning.early_stopping import EpochPatienceEarlyStopping
 from lt_tuning.models import ClsTuningModule, MaskedLMPretrainingModule, PromptTuningModule
 from lt_tuning.plots import (
     class_distribution_figure,
@@ -27,6 +28,7 @@ __all__ = [
     "CMIDDataModule",
     "CTCDataModule",
     "ClsTuningModule",
+    "EpochPatienceEarlyStopping",
     "IFLYTEKDataModule",
     "LongTailedDataModule",
     "MSRADataModule",

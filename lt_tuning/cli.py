@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from lt_tuning.callbacks import PlotWriter, PredictionWriter, StepSeed, TestMetricsWriter
 from lt_tuning.data import LongTailedDataModule
+from lt_tuning.early_stopping import EpochPatienceEarlyStopping
 from lt_tuning.io import AtomicCheckpointIO
 from lt_tuning.models import LongTailedClassifier
 
@@ -39,10 +40,10 @@ class LTTuningCLI(LightningCLI):
             "last_checkpoint.save_top_k": 0, "last_checkpoint.save_last": True,
             "last_checkpoint.every_n_train_steps": 100,
         })
-        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
-        # Patience counts evaluations (every trainer.val_check_interval steps), not epochs.
+        # The study's patience: 2 epochs of steps, turned into evaluations at fit time.
+        parser.add_lightning_class_args(EpochPatienceEarlyStopping, "early_stopping")
         parser.set_defaults({"early_stopping.monitor": "val/f1", "early_stopping.mode": "max",
-                             "early_stopping.patience": 6})
+                             "early_stopping.patience_epochs": 2.0})
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         parser.add_lightning_class_args(TestMetricsWriter, "test_metrics")  # <log dir>/test_metrics.json
         parser.add_lightning_class_args(PlotWriter, "plots")  # PNGs after test; --plots.enabled false: none

@@ -21,7 +21,7 @@ from lt_tuning import (
     TextClassificationDataModule,
     Verbalizer,
 )
-from lt_tuning.data import DataFileError, Template, resolve_task_dir
+from lt_tuning.data import RELEASE_URL, DataFileError, Template, resolve_task_dir
 from lt_tuning.metrics import head_tail_split
 
 MODULES = {
@@ -37,7 +37,7 @@ ROWS = {
     ("ctc", "train"): 20666, ("ctc", "dev"): 2296, ("ctc", "test"): 7682,
     ("iflytek", "dev"): 1213, ("iflytek", "test"): 2599,
     ("msra", "dev"): 11811, ("msra", "test"): 8419,
-    ("r52", "dev"): 617, ("r52", "test"): 2570,
+    ("r52", "train"): 5943, ("r52", "dev"): 617, ("r52", "test"): 2570,
 }
 CLASSES = {"cmid": 36, "ctc": 44, "iflytek": 119, "msra": 26, "r52": 52}
 
@@ -60,6 +60,18 @@ def test_released_datasets_load_with_their_counts(task, split, zh_tokenizer_dir)
     counts = dm.class_counts(split)
     assert sum(counts) == ROWS.get((task, split), sum(counts))
     assert counts == file_class_counts(path, label2idx)
+
+
+def test_r52_train_split(zh_tokenizer_dir):
+    require_split("r52", "train")
+    dm = R52DataModule(data_dir=str(SHARED_DATA), model_name_or_path=zh_tokenizer_dir)
+    counts = dict(zip(dm.label_names, dm.class_counts("train")))
+    assert len(counts) == 52 and min(counts.values()) >= 1 and sum(counts.values()) == 5943
+    # From shared/data/README.md: earn 2581, acq 1451, crude 228, ..., jet 2, potato 2, platinum 1.
+    assert [counts[label] for label in ("earn", "acq", "crude", "jet", "potato", "platinum")] == [2581, 1451, 228, 2, 2, 1]
+    # Ratio 0.55: earn's share 2581/5943 = 0.434 is head; with acq the running share is 0.678, tail.
+    head, tail = dm.head_tail_classes("train")
+    assert [dm.label_names[c] for c in head] == ["earn"] and len(tail) == 51
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -100,10 +112,10 @@ def test_head_tail_split_from_training_frequencies(zh_tokenizer_dir):
     head, tail = dm.head_tail_classes("train")
     assert head == expected_head and 0 < len(head) < len(counts)
     assert sorted(head + tail) == list(range(36))
-    assert dm.metric_class_counts == counts
-    dm_eval = CMIDDataModule(data_dir=str(SHARED_DATA), model_name_or_path=zh_tokenizer_dir, head_tail_from="eval")
-    assert dm_eval.metric_class_counts is None
-    assert dm_eval.head_tail_classes("dev") == head_tail_split(dm_eval.class_counts("dev"), 0.65, ignore_absent=True)
+    assert dm.metric_class_counts is None  # default: the study's rule, each evaluated split's own counts
+    assert dm.head_tail_classes("dev") == head_tail_split(dm.class_counts("dev"), 0.65, ignore_absent=True)
+    dm_train = CMIDDataModule(data_dir=str(SHARED_DATA), model_name_or_path=zh_tokenizer_dir, head_tail_from="train")
+    assert dm_train.metric_class_counts == counts
 
 
 # --- exact encodings with a hand-written vocabulary ---------------------------------------
@@ -202,6 +214,17 @@ def test_pair_truncation_is_longest_first(tmp_path, tiny_dir):
     assert tpl.num_template_tokens == 6
     ids = tpl.encode(list(range(100, 120)), [200, 201, 202], max_length=16)  # 10 text tokens left
     assert ids == [2, *range(100, 107), ids_of("。")[0], 200, 201, 202, ids_of("是")[0], 4, ids_of("。")[0], 3]
+    # A tie (both 5 tokens, 7 left): text_a keeps 4, text_b 3, as in the study's builder.
+    ids = tpl.encode(list(range(100, 105)), list(range(200, 205)), max_length=13)
+    assert ids == [2, 100, 101, 102, 103, ids_of("。")[0], 200, 201, 202, ids_of("是")[0], 4, ids_of("。")[0], 3]
+
+
+def test_cls_pair_truncation_tie_gives_text_a_the_extra_token(tmp_path, tiny_dir):
+    dm = tiny_module(tmp_path, tiny_dir, [["头痛怎么办", "这个问题的", "定义"]], header=("text", "entity", "label"),
+                     text_fields=["text", "entity"], template="{cls}{text_a}。{text_b}是{mask}。{sep}", max_length=10)
+    row = dm.encode("train", "cls")[0]  # 5 + 5 text tokens, 10 - 3 special tokens = 7 left: a 4, b 3
+    assert row["input_ids"] == [2, *ids_of("头 痛 怎 么"), 3, *ids_of("这 个 问"), 3]
+    assert row["token_type_ids"] == [0] * 6 + [1] * 4
 
 
 def test_dynamic_padding_pads_to_longest_in_batch(tmp_path, tiny_dir):
@@ -272,6 +295,8 @@ def test_lookup_order(tmp_path, monkeypatch):
 
 
 def test_download_from_release_url(tmp_path, monkeypatch, tiny_dir):
+    # The default release is pinned by the full commit hash, which a branch or tag name cannot move.
+    assert RELEASE_URL.split("/")[-2] == "935d238fcd1e86817a5e3c6c000ef7e0ec8670de"
     release = make_release(tmp_path / "release")
     monkeypatch.setenv("LT_TUNING_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("LT_TUNING_DATA_URL", release.as_uri())

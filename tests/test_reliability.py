@@ -170,7 +170,7 @@ def test_prompt_module_refuses_a_model_without_mlm_head(tmp_path, zh_tokenizer_d
 def test_classes_without_training_examples_are_named_and_still_evaluated(tmp_path, tiny_bert_dir):
     task = make_task(tmp_path / "cmid", train_labels=["治疗", "定义"])  # no training example of 表现
     dm = CMIDDataModule(data_dir=str(task), model_name_or_path=tiny_bert_dir, batch_size=8, input_format="prompt",
-                        cache_dir=str(tmp_path / "cache"))
+                        cache_dir=str(tmp_path / "cache"), head_tail_from="train")
     assert dm.class_counts("train") == [12, 12, 0]
     model = PromptTuningModule(tiny_bert_dir, num_classes=3, verbalizer=dm.verbalizer, class_counts=dm.metric_class_counts)
     trainer = pl.Trainer(max_steps=2, **QUIET)
@@ -318,27 +318,30 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path, tiny_bert_dir
 class SeenExamples(pl.Callback):
     def __init__(self) -> None:
         self.indices: list[int] = []
+        self.batches = 0
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self.indices += batch["index"].tolist()
+        self.batches += 1
 
 
 def validate_and_record(model_dir: str, cache_dir: str, devices: int, out: str) -> None:
     """Validate the tiny prompt model on 101 CMID dev examples; each process writes its metrics and examples.
 
-    101 examples, 8 per batch: Lightning's DistributedSampler would repeat one example so that
-    both processes get 51; the DataModule's evaluation sampler gives them 51 and 50 instead.
+    101 examples, 10 per batch: Lightning's DistributedSampler would repeat one example so that
+    both processes get 51; the DataModule's evaluation sampler gives them 51 and 50 instead,
+    in 6 and 5 batches (uneven batch counts: the metrics sync once, at epoch end).
     """
     torch.set_num_threads(1)
     dm = CMIDDataModule(data_dir=str(SHARED_DATA), model_name_or_path=model_dir, limit_examples=101,
-                        eval_batch_size=8, input_format="prompt", cache_dir=cache_dir)
+                        eval_batch_size=10, input_format="prompt", cache_dir=cache_dir)
     model = PromptTuningModule(model_dir, num_classes=dm.num_classes, verbalizer=dm.verbalizer,
                                head_tail_ratio=dm.head_tail_ratio, class_counts=dm.metric_class_counts)
     seen = SeenExamples()
     trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
                          callbacks=[seen], **QUIET)
     metrics = trainer.validate(model, dm, verbose=False)[0]
-    Path(f"{out}.rank{trainer.global_rank}.json").write_text(json.dumps({"metrics": metrics, "seen": seen.indices}))
+    Path(f"{out}.rank{trainer.global_rank}.json").write_text(json.dumps({"metrics": metrics, "seen": seen.indices, "batches": seen.batches}))
 
 
 @pytest.mark.slow
@@ -361,6 +364,7 @@ def test_two_process_ddp_validation_equals_one_process(tmp_path, tiny_bert_dir):
     assert sorted(single["seen"]) == list(range(101))
     assert sorted(ranks[0]["seen"] + ranks[1]["seen"]) == list(range(101))  # every example once, none twice
     assert len(ranks[0]["seen"]) == 51 and len(ranks[1]["seen"]) == 50
+    assert [rank["batches"] for rank in ranks] == [6, 5]
     for rank in ranks:
         assert rank["metrics"] == single["metrics"]
 

@@ -66,3 +66,5 @@ def test_reproduce_script_runs_cells_and_writes_table(tmp_path, tiny_bert_dir):
     table = (out / "table.md").read_text()
     assert "| cmid | cls_tuning_tanh | 2 |" in table
     assert (out / "command.txt").read_text().startswith("python benchmarks/reproduce.py --datasets cmid")
+    run = json.loads((out / "runs" / "cmid-cls_tuning_tanh-1" / "run.json").read_text())
+    assert "--model.init_args.f1_over present --data.init_args.head_tail_from eval" in run["command"]  # the study's

@@ -23,11 +23,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 
 from lt_tuning.data.collate import PadCollator
 from lt_tuning.data.loaders import ResumableDataLoader, UnpaddedDistributedSampler
-from lt_tuning.data.prompt import Template, add_pseudo_tokens
+from lt_tuning.data.prompt import Template, add_pseudo_tokens, truncate_longest_first
 from lt_tuning.data.reading import DataFileError, load_json_mapping, read_labelled_file
 from lt_tuning.data.sampler import LengthGroupedBatchSampler
 from lt_tuning.data.sources import cache_root
@@ -36,7 +36,7 @@ from lt_tuning.verbalizer import Verbalizer
 
 InputFormat = Literal["cls", "prompt"]
 SPLITS = ("train", "dev", "test")
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"  # 2: CLS pairs truncated by the study's tie rule
 
 
 class LongTailedDataModule(pl.LightningDataModule):
@@ -52,8 +52,9 @@ class LongTailedDataModule(pl.LightningDataModule):
         template: prompt template with ``{mask}`` and ``{text_a}`` (and ``{text_b}``).
         max_length: longest encoded sequence; only text is truncated, never the template.
         head_tail_ratio: running share of examples below which a class is head.
-        head_tail_from: ``"train"`` splits head/tail by training frequencies (principled);
-            ``"eval"`` by each evaluated split's own frequencies (what the reference code did).
+        head_tail_from: ``"eval"`` (default) splits head/tail by each evaluated split's own
+            frequencies, as the study did, so numbers compare with its tables; ``"train"`` by
+            the training frequencies, the principled choice (a class is head or tail once).
         input_format: ``"cls"`` or ``"prompt"``, the encoding the model needs. The model declares
             it (its ``input_format``) and the lt-tuning CLI passes it on; in Python give the
             module's. None: not yet known (``setup`` says to set it).
@@ -74,7 +75,7 @@ class LongTailedDataModule(pl.LightningDataModule):
         template: str = "{cls}{text_a}{sep}",
         max_length: int = 128,
         head_tail_ratio: float = 0.65,
-        head_tail_from: Literal["train", "eval"] = "train",
+        head_tail_from: Literal["train", "eval"] = "eval",
         input_format: InputFormat | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
@@ -133,7 +134,8 @@ class LongTailedDataModule(pl.LightningDataModule):
         """Raw validated columns ``text_a`` (``text_b``) ``label`` of ``split``."""
         path = self.split_path(split)
         if not path.is_file():
-            hint = " Or set head_tail_from='eval' if only dev/test are at hand." if split == "train" else ""
+            only_eval = split == "train" and self.head_tail_from == "train"
+            hint = " Or set head_tail_from='eval' if only dev/test are at hand." if only_eval else ""
             raise FileNotFoundError(
                 f"The {split} split file is missing: {path}. Put the file there or point the DataModule at the "
                 f"folder or file that holds it.{hint}"
@@ -270,11 +272,13 @@ class LongTailedDataModule(pl.LightningDataModule):
         tokenizer = self.tokenizer
         text_b = batch.get("text_b")
         if input_format == "cls":
-            encoded = tokenizer(
-                batch["text_a"], text_b, truncation="longest_first", max_length=self.max_length,
-                return_attention_mask=False,
-            )
-            return dict(encoded)
+            if text_b is None:
+                return dict(tokenizer(batch["text_a"], truncation=True, max_length=self.max_length,
+                                      return_attention_mask=False))
+            encoded = tokenizer(batch["text_a"], text_b, return_attention_mask=False)
+            budget = self.max_length - tokenizer.num_special_tokens_to_add(pair=True)
+            rows = [_truncate_pair(encoded, i, budget) for i in range(len(text_b))]
+            return {name: [row[name] for row in rows] for name in encoded}
         template = self.template
         template.text_budget(self.max_length, len(self.text_fields))  # fail early, before the loop
         ids_a = tokenizer(batch["text_a"], add_special_tokens=False)["input_ids"]
@@ -408,3 +412,17 @@ class LongTailedDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_split, train=False)
+
+
+def _truncate_pair(encoded: BatchEncoding, index: int, budget: int) -> dict[str, list[int]]:
+    """Row ``index`` of an untruncated pair encoding with at most ``budget`` text tokens.
+
+    Cut by the prompt format's longest-first rule, as the study's builder does: on a tie
+    text_a keeps the extra token (the tokenizer's own ``longest_first`` gives it to text_b).
+    """
+    sequence_ids = encoded.sequence_ids(index)
+    positions_a = [i for i, s in enumerate(sequence_ids) if s == 0]
+    positions_b = [i for i, s in enumerate(sequence_ids) if s == 1]
+    kept_a, kept_b = truncate_longest_first(positions_a, positions_b, budget)
+    keep = sorted([i for i, s in enumerate(sequence_ids) if s is None] + kept_a + kept_b)
+    return {name: [values[index][i] for i in keep] for name, values in encoded.items()}

@@ -1,8 +1,8 @@
-"""Metrics for long-tailed classification: accuracy, macro/per-class F1, head/tail F1."""
+"""Metrics for long-tailed classification: the study's macro F1 and head/tail F1 on torchmetrics."""
 
 from __future__ import annotations
 
-from lt_tuning.metrics.classification import Accuracy, HeadF1, HeadTailF1, MacroF1, PerClassF1, TailF1
-from lt_tuning.metrics.split import head_tail_split
+from lt_tuning.metrics.classification import HeadTailF1, MacroF1, MacroOver, long_tailed_metrics
+from lt_tuning.metrics.split import head_tail_f1, head_tail_split
 
-__all__ = ["Accuracy", "HeadF1", "HeadTailF1", "MacroF1", "PerClassF1", "TailF1", "head_tail_split"]
+__all__ = ["HeadTailF1", "MacroF1", "MacroOver", "head_tail_f1", "head_tail_split", "long_tailed_metrics"]

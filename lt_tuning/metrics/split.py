@@ -1,19 +1,21 @@
-"""Head/tail class split of a long-tailed label distribution."""
+"""Head/tail class split of a long-tailed label distribution, and the per-group mean of a score."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+from torch import Tensor
 
 
-def _check_ratio(ratio: float) -> None:
+def check_ratio(ratio: float) -> None:
+    """Raise unless ``ratio`` is a cumulative share in ``(0, 1]``."""
     if not 0 < ratio <= 1:
         raise ValueError(f"`ratio` must be in (0, 1], got {ratio}.")
 
 
 def head_tail_split(
-    counts: Sequence[int] | torch.Tensor, ratio: float, ignore_absent: bool = False
+    counts: Sequence[int] | Tensor, ratio: float, ignore_absent: bool = False
 ) -> tuple[list[int], list[int]]:
     """Split classes into head and tail by cumulative share of examples.
 
@@ -32,7 +34,7 @@ def head_tail_split(
     Returns:
         ``(head, tail)`` class indices, each in descending-frequency order.
     """
-    _check_ratio(ratio)
+    check_ratio(ratio)
     counts = torch.as_tensor(counts)
     if counts.ndim != 1:
         raise ValueError(f"`counts` must be 1-D, got shape {tuple(counts.shape)}.")
@@ -55,3 +57,12 @@ def head_tail_split(
         running += values[c] / total
         (head if running < ratio else tail).append(c)
     return head, tail
+
+
+def head_tail_f1(per_class_f1: Tensor, head: Sequence[int], tail: Sequence[int]) -> dict[str, Tensor]:
+    """Mean of ``per_class_f1`` over the ``head`` and over the ``tail`` classes (0.0 for an empty group)."""
+    zero = per_class_f1.new_zeros(())
+    return {
+        "head_f1": per_class_f1[list(head)].mean() if len(head) else zero,
+        "tail_f1": per_class_f1[list(tail)].mean() if len(tail) else zero,
+    }

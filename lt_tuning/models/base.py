@@ -8,10 +8,9 @@ from typing import Literal
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
 from transformers import AutoTokenizer, PreTrainedModel, get_linear_schedule_with_warmup
 
-from lt_tuning.metrics import Accuracy, HeadTailF1, MacroF1, PerClassF1
+from lt_tuning.metrics import MacroOver, long_tailed_metrics
 from lt_tuning.models.backbone import grow_embeddings
 from lt_tuning.models.losses import LossName, classification_loss
 from lt_tuning.models.remedies import class_balanced_weights, log_prior, logit_adjust, tau_normalize
@@ -33,8 +32,11 @@ class LongTailedClassifier(pl.LightningModule):
         focal_gamma: gamma of either focal loss (the study used 1.0 with ``focal_reference``).
         learning_rate, weight_decay, warmup_proportion: AdamW and linear-schedule settings;
             bias and LayerNorm weights never decay.
+        adam_epsilon: AdamW's eps; 1e-6 as in the study (transformers' AdamW), not torch's 1e-8.
         head_tail_ratio, class_counts: head/tail split of the metrics (linked from the
-            DataModule); ``class_counts=None`` splits on each evaluated set itself.
+            DataModule); ``class_counts=None`` splits on each evaluated set itself (the study).
+        f1_over: ``val/f1``/``test/f1`` average per-class F1 over the ``present`` classes (in
+            the split's labels or predictions: scikit-learn's macro F1, the study's) or ``all``.
         train_class_counts: training examples per class, the priors of the remedies below
             (linked from the DataModule by the CLI).
         logit_adjustment: ``loss`` adds ``tau * log prior`` to the logits inside the loss,
@@ -64,8 +66,10 @@ class LongTailedClassifier(pl.LightningModule):
         learning_rate: float = 1e-5,
         weight_decay: float = 0.0,
         warmup_proportion: float = 0.1,
+        adam_epsilon: float = 1e-6,
         head_tail_ratio: float = 0.65,
         class_counts: Sequence[int] | None = None,
+        f1_over: MacroOver = "present",
         train_class_counts: Sequence[int] | None = None,
         logit_adjustment: Literal["none", "loss", "posthoc"] = "none",
         logit_adjustment_tau: float = 1.0,
@@ -90,18 +94,10 @@ class LongTailedClassifier(pl.LightningModule):
         self.register_buffer("class_log_prior", log_prior(counts) if counts is not None else None, persistent=False)
         weights = class_balanced_weights(counts, class_balanced_beta) if class_balanced_beta is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
-        self.metrics = nn.ModuleDict({stage: self._make_metrics(head_tail_ratio, class_counts) for stage in STAGES})
-        self.last_test_metrics: dict[str, float | list[float]] | None = None  # the latest test's result
-
-    def _make_metrics(self, ratio: float, class_counts: Sequence[int] | None) -> MetricCollection:
-        """All metrics share one set of confusion counts (a torchmetrics compute group)."""
-        c = self.num_classes
-        return MetricCollection({
-            "acc": Accuracy(c),
-            "f1": MacroF1(c),
-            "per_class_f1": PerClassF1(c),
-            "head_tail": HeadTailF1(c, ratio=ratio, class_counts=class_counts),
+        self.metrics = nn.ModuleDict({
+            stage: long_tailed_metrics(num_classes, head_tail_ratio, class_counts, f1_over) for stage in STAGES
         })
+        self.last_test_metrics: dict[str, float | list[float]] | None = None  # the latest test's result
 
     def _grow_embeddings(self, model: PreTrainedModel) -> None:
         """Give the template's pseudo tokens embedding rows (see ``vocab_size``)."""
@@ -182,13 +178,13 @@ class LongTailedClassifier(pl.LightningModule):
 
     def configure_optimizers(self):
         return adamw_with_warmup(self, self.hparams.learning_rate, self.hparams.weight_decay,
-                                 self.hparams.warmup_proportion)
+                                 self.hparams.warmup_proportion, eps=self.hparams.adam_epsilon)
 
 
 def adamw_with_warmup(module: pl.LightningModule, learning_rate: float, weight_decay: float,
-                      warmup_proportion: float, total_steps: int | None = None) -> dict:
-    """AdamW without decay on bias/LayerNorm, linear decay after linear warmup, stepped per batch
-    over ``total_steps`` (default: the trainer's step budget)."""
+                      warmup_proportion: float, total_steps: int | None = None, eps: float = 1e-8) -> dict:
+    """AdamW (``eps``, default torch's) without decay on bias/LayerNorm, linear decay after linear
+    warmup, stepped per batch over ``total_steps`` (default: the trainer's step budget)."""
     no_decay, decay, seen = [], [], set()
     for submodule in module.modules():
         for name, param in submodule.named_parameters(recurse=False):
@@ -200,6 +196,7 @@ def adamw_with_warmup(module: pl.LightningModule, learning_rate: float, weight_d
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=learning_rate,
+        eps=eps,
     )
     total = total_steps or module.trainer.estimated_stepping_batches
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_proportion * total), total)

@@ -67,7 +67,7 @@ class ClsTuningModule(LongTailedClassifier):
         if layer_norm != "pretrained":
             layers.append(nn.Dropout(dropout))
         if layer_norm == "fresh":
-            layers.append(nn.LayerNorm(hidden, eps=getattr(config, "layer_norm_eps", 1e-12)))
+            layers.append(nn.LayerNorm(hidden))  # torch's eps 1e-5, as the study's "w/ LN" (not the encoder's)
         elif layer_norm == "pretrained":
             layers.append(pretrained_norm)
         layers.append(nn.Linear(hidden, num_classes))

@@ -1,0 +1,54 @@
+"""Early stopping with its patience in epochs of training steps, as the study counts it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import EarlyStopping
+
+
+def patience_in_evaluations(patience_steps: float, steps_between_evaluations: float) -> int:
+    """How many evaluations without improvement stand for ``patience_steps`` training steps.
+
+    The study stops as soon as ``patience_steps`` steps have passed since the best evaluation,
+    between evaluations too, so it sees ``floor(patience_steps / steps_between_evaluations)``
+    evaluations without improvement and never the next one (at least 1 here).
+    """
+    return max(1, math.floor(patience_steps / steps_between_evaluations))
+
+
+class EpochPatienceEarlyStopping(EarlyStopping):
+    """:class:`~pytorch_lightning.callbacks.EarlyStopping` with ``patience_epochs``.
+
+    At the start of fit, ``patience_epochs`` x the real number of training batches per epoch
+    (``patience_steps``) becomes ``patience`` in evaluations, from the trainer's evaluation
+    interval (``val_check_interval``, ``check_val_every_n_epoch``). The study's rule, 2 epochs
+    without improvement, thus holds for every dataset size (CMID: 269 batches of 32 per epoch,
+    538 steps, 5 evaluations every 100 steps) with no per-dataset number in a config.
+
+    Args:
+        patience_epochs: epochs of steps without improvement before stopping; None: use
+            ``patience`` (in evaluations) as given.
+        Other arguments: those of ``EarlyStopping``.
+    """
+
+    def __init__(self, monitor: str, patience_epochs: float | None = 2.0, **kwargs: Any) -> None:
+        super().__init__(monitor, **kwargs)
+        if patience_epochs is not None and patience_epochs <= 0:
+            raise ValueError(f"patience_epochs must be positive or None, got {patience_epochs}.")
+        self.patience_epochs = patience_epochs
+        self.patience_steps: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.patience_epochs is None:
+            return
+        between = trainer.val_check_batch
+        if between is None or math.isinf(between) or math.isinf(trainer.num_training_batches):
+            raise ValueError(
+                "patience_epochs needs a training loader with a length and evaluations every N batches or a "
+                "fraction of an epoch; otherwise set patience_epochs to null and give patience in evaluations."
+            )
+        self.patience_steps = self.patience_epochs * trainer.num_training_batches
+        self.patience = patience_in_evaluations(self.patience_steps, between * (trainer.check_val_every_n_epoch or 1))
