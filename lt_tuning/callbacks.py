@@ -50,6 +50,7 @@ class PredictionWriter(BasePredictionWriter):
             writer.writerow([*(examples[field][index] for field in fields), label, f"{prob:.6f}"])
         path = Path(self.output_file or Path(trainer.log_dir or trainer.default_root_dir) / "predictions.tsv")
         atomic_write_text(path, out.getvalue())
+        print(f"Wrote {len(rows)} predictions ({split} split) to {path}")
 
 
 class StepSeed(Callback):
@@ -80,6 +81,22 @@ class StepSeed(Callback):
     ) -> None:
         batch_number = trainer.fit_loop.total_batch_idx  # counts across epochs, restored on resume
         torch.manual_seed(((self._base * 1_000_003 + batch_number) * 4099 + trainer.global_rank) % 2**63)
+
+
+class ValidateLastStep(Callback):
+    """Validate after the last training step of a step or epoch budget, if the interval missed it.
+
+    Validation runs every ``val_check_interval`` steps; a budget that is not a multiple of it
+    would end with steps no evaluation saw, and one shorter than an interval with no best
+    checkpoint at all. Asking the trainer to stop at the last step makes Lightning validate
+    there (as it does when early stopping asks), and only there.
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        last_step = trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps
+        last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+        if last_step or (last_epoch and trainer.is_last_batch):
+            trainer.should_stop = True
 
 
 class PlotWriter(Callback):

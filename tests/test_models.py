@@ -13,6 +13,7 @@ from transformers import AutoModelForMaskedLM
 from conftest import ROOT, SHARED_DATA, require_split
 from lt_tuning import ClsTuningModule, PromptTuningModule
 from lt_tuning.cli import main
+from lt_tuning.data.corpus import TASKS
 from lt_tuning.models import classification_loss, focal_loss, focal_loss_reference
 from lt_tuning.models.backbone import encoder_inputs
 
@@ -155,6 +156,9 @@ def test_example_configs_print(data, method, capsys):
     printed = capsys.readouterr().out
     assert f"class_path: lt_tuning.{'ClsTuningModule' if 'cls' in method.stem else 'PromptTuningModule'}" in printed
     assert "monitor: val/f1" in printed
+    spec = TASKS[data.stem].spec  # the dataset's effective defaults, not null
+    shown = f"    template: '{spec.template}'\n    max_length: {spec.max_length}\n"
+    assert shown + f"    head_tail_ratio: {spec.head_tail_ratio}\n" in printed
 
 
 def write_run_config(tmp_path: Path, model_dir: str, module: str) -> Path:
