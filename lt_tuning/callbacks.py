@@ -92,7 +92,9 @@ class ValidateLastStep(Callback):
     there (as it does when early stopping asks), and only there.
     """
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         last_step = trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps
         last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
         if last_step or (last_epoch and trainer.is_last_batch):

@@ -17,7 +17,6 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lt_tuning.callbacks import PlotWriter, PredictionWriter, StepSeed, ValidateLastStep
-from lt_tuning.data import LongTailedDataModule
 from lt_tuning.io import AtomicCheckpointIO
 from lt_tuning.models import LongTailedClassifier
 

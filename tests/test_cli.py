@@ -31,7 +31,8 @@ def validated_steps(log_dir: str) -> list[int]:
 
 
 @pytest.mark.parametrize(("budget", "steps"), [("--trainer.max_steps=3", 3), ("--trainer.max_epochs=1", 6)])
-def test_a_budget_shorter_than_one_evaluation_interval_tests_its_best_checkpoint(budget, steps, tmp_path, tiny_bert_dir):
+def test_a_budget_shorter_than_one_evaluation_interval_tests_its_best_checkpoint(budget, steps, tmp_path,
+                                                                                 tiny_bert_dir):
     require_split("cmid", "train")
     cli = build_cli(["fit", *tiny_cmid_args(tmp_path, tiny_bert_dir), budget])
     best = cli.trainer.checkpoint_callback.best_model_path

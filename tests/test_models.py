@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForMaskedLM
 
 from conftest import ROOT, SHARED_DATA, require_split
@@ -156,8 +157,9 @@ def test_example_configs_print(data, method, capsys):
     printed = capsys.readouterr().out
     assert f"class_path: lt_tuning.{'ClsTuningModule' if 'cls' in method.stem else 'PromptTuningModule'}" in printed
     assert "monitor: val/f1" in printed
-    spec = TASKS[data.stem].spec  # the dataset's effective defaults, not null
-    shown = f"    template: '{spec.template}'\n    max_length: {spec.max_length}\n"
+    spec = TASKS[data.stem].spec  # the dataset's effective defaults, not null, unless the method sets its own
+    template = yaml.safe_load(method.read_text(encoding="utf-8")).get("data", {}).get("init_args", {}).get("template")
+    shown = f"    template: '{template or spec.template}'\n    max_length: {spec.max_length}\n"
     assert shown + f"    head_tail_ratio: {spec.head_tail_ratio}\n" in printed
 
 
@@ -187,7 +189,7 @@ trainer:
 
 
 @pytest.mark.parametrize("module", ["PromptTuningModule", "ClsTuningModule"])
-def test_cli_fit_then_test_from_checkpoint(module, tmp_path, tiny_bert_dir):
+def test_cli_fit_then_test_from_checkpoint(module, tmp_path, tiny_bert_dir, capsys):
     require_split("cmid", "train")
     config = write_run_config(tmp_path, tiny_bert_dir, module)
     main(["fit", "--config", str(config)])
@@ -206,6 +208,7 @@ def test_cli_fit_then_test_from_checkpoint(module, tmp_path, tiny_bert_dir):
     main(["predict", "--config", str(config), "--ckpt_path", str(best), "--prediction_writer.output_file", str(out)])
     rows = out.read_text(encoding="utf-8").splitlines()
     assert rows[0] == "text\tprediction\tprobability" and len(rows) == 201
+    assert f"Wrote 200 predictions (test split) to {out}\n" in capsys.readouterr().out
     text, label, prob = rows[1].split("\t")
     assert text == (SHARED_DATA / "cmid" / "test.tsv").read_text("utf-8").split("\n")[1].split("\t")[0]
     assert label in json.loads((SHARED_DATA / "cmid" / "label2idx.json").read_text("utf-8"))

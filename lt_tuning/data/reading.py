@@ -72,7 +72,9 @@ def columns_from_rows(
         for key, field in zip(columns, text_fields):
             text = str(row[field])
             if not text.strip():
-                raise DataFileError(f"{source}, row {line}: empty text in column {field!r}; fill it in or delete the row.")
+                raise DataFileError(
+                    f"{source}, row {line}: empty text in column {field!r}; fill it in or delete the row."
+                )
             columns[key].append(text)
         if label_field is not None:
             labels.append(_label_index(row[label_field], label2idx, source, line))
