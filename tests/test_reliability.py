@@ -153,7 +153,8 @@ def test_a_stray_csv_quote_is_reported_on_its_own_line(tmp_path):
 
 
 @pytest.mark.parametrize(("suffix", "content"), [
-    (".tsv", "text\tlabel\n头痛\t治疗\n"), (".csv", "text,label\n头痛,治疗\n"), (".jsonl", '{"text": "头痛", "label": "治疗"}\n'),
+    (".tsv", "text\tlabel\n头痛\t治疗\n"), (".csv", "text,label\n头痛,治疗\n"),
+    (".jsonl", '{"text": "头痛", "label": "治疗"}\n'),
 ])
 def test_a_utf8_byte_order_mark_is_read(suffix, content, tmp_path):
     path = tmp_path / f"train{suffix}"
