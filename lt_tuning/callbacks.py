@@ -50,6 +50,7 @@ class PredictionWriter(BasePredictionWriter):
             writer.writerow([*(examples[field][index] for field in fields), label, f"{prob:.6f}"])
         path = Path(self.output_file or Path(trainer.log_dir or trainer.default_root_dir) / "predictions.tsv")
         atomic_write_text(path, out.getvalue())
+        print(f"Wrote {len(rows)} predictions ({split} split) to {path}")
 
 
 class StepSeed(Callback):
@@ -90,6 +91,24 @@ class TestMetricsWriter(Callback):
         result = getattr(pl_module, "last_test_metrics", None)
         if trainer.is_global_zero and trainer.log_dir is not None and result is not None:
             atomic_write_json(Path(trainer.log_dir) / "test_metrics.json", result)
+
+
+class ValidateLastStep(Callback):
+    """Validate after the last training step of a step or epoch budget, if the interval missed it.
+
+    Validation runs every ``val_check_interval`` steps; a budget that is not a multiple of it
+    would end with steps no evaluation saw, and one shorter than an interval with no best
+    checkpoint at all. Asking the trainer to stop at the last step makes Lightning validate
+    there (as it does when early stopping asks), and only there.
+    """
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        last_step = trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps
+        last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+        if last_step or (last_epoch and trainer.is_last_batch):
+            trainer.should_stop = True
 
 
 class PlotWriter(Callback):

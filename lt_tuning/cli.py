@@ -2,6 +2,7 @@
 
 ``lt-tuning fit --config examples/data/cmid.yaml --config examples/methods/prompt_tuning.yaml``
 trains, keeps the best checkpoint by dev macro F1, stops early, then tests the best checkpoint.
+``validate``, ``test`` and ``predict`` need ``--ckpt_path`` (or ``--allow_untrained true``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities import rank_zero_warn
 
-from lt_tuning.callbacks import PlotWriter, PredictionWriter, StepSeed, TestMetricsWriter
+from lt_tuning.callbacks import PlotWriter, PredictionWriter, StepSeed, TestMetricsWriter, ValidateLastStep
 from lt_tuning.data import LongTailedDataModule
 from lt_tuning.early_stopping import EpochPatienceEarlyStopping
 from lt_tuning.io import AtomicCheckpointIO
@@ -48,7 +50,12 @@ class LTTuningCLI(LightningCLI):
         parser.add_lightning_class_args(TestMetricsWriter, "test_metrics")  # <log dir>/test_metrics.json
         parser.add_lightning_class_args(PlotWriter, "plots")  # PNGs after test; --plots.enabled false: none
         parser.add_lightning_class_args(StepSeed, "step_seed")  # exact resume after a kill
+        parser.add_lightning_class_args(ValidateLastStep, "validate_last_step")  # a best checkpoint for any budget
         parser.add_argument("--test_after_fit", type=bool, default=True, help="Test the best checkpoint after fit.")
+        parser.add_argument(
+            "--allow_untrained", type=bool, default=False,
+            help="validate/test/predict without --ckpt_path: the model as built, untrained (e.g. zero-shot prompts).",
+        )
         for source, target in (
             ("data.model_name_or_path", "model.init_args.model_name_or_path"),
             ("data.num_classes", "model.init_args.num_classes"),
@@ -60,6 +67,18 @@ class LTTuningCLI(LightningCLI):
             ("data.verbalizer", "model.init_args.verbalizer"),
         ):
             parser.link_arguments(source, target, apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Refuse to evaluate an untrained model by accident: ``--ckpt_path`` or ``--allow_untrained true``."""
+        if self.subcommand not in ("validate", "test", "predict"):
+            return
+        config = self.config[self.subcommand]
+        if config.ckpt_path is None and not config.allow_untrained:
+            raise ValueError(
+                f"`lt-tuning {self.subcommand}` without --ckpt_path would use an untrained model. Give the "
+                "checkpoint of a fit (--ckpt_path lightning_logs/version_N/checkpoints/best-step=....ckpt), or "
+                "--allow_untrained true to use the model as built."
+            )
 
     def instantiate_classes(self) -> None:
         """Also tell the DataModule the input format that the model declares (the links run
@@ -98,10 +117,17 @@ class LTTuningCLI(LightningCLI):
                 callback.dirpath = str(found[-1].parent)
 
     def after_fit(self) -> None:
+        """Test the best checkpoint; where no evaluation saved one, the final weights, with a warning."""
         testable = isinstance(self.model, LongTailedClassifier)  # pretraining has no test split
-        if testable and self.config[self.subcommand].test_after_fit and not self.trainer.interrupted:
-            best = self.trainer.checkpoint_callback.best_model_path  # the best-F1 callback, named:
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or "best")  # no ambiguity
+        if not (testable and self.config[self.subcommand].test_after_fit and not self.trainer.interrupted):
+            return
+        best = self.trainer.checkpoint_callback.best_model_path  # the best-F1 callback, by name
+        if not best:
+            rank_zero_warn(
+                "No best checkpoint was saved (no validation ran, or it did not log "
+                f"{self.trainer.checkpoint_callback.monitor!r}): TESTING THE FINAL WEIGHTS, not a best checkpoint."
+            )
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LTTuningCLI:

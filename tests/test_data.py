@@ -21,7 +21,7 @@ from lt_tuning import (
     TextClassificationDataModule,
     Verbalizer,
 )
-from lt_tuning.data import RELEASE_URL, DataFileError, Template, resolve_task_dir
+from lt_tuning.data import RELEASE_URL, Template, resolve_task_dir
 from lt_tuning.metrics import head_tail_split
 
 MODULES = {
@@ -86,16 +86,6 @@ def test_dev_split_encodes_in_both_formats(task, zh_tokenizer_dir, tmp_path):
         assert row["input_ids"].count(mask_id) == 1 and row["input_ids"][row["mask_pos"]] == mask_id
     assert max(len(ids) for ids in cls["input_ids"]) <= dm.max_length
     assert dm.verbalizer.num_classes == dm.num_classes  # every verbalizer word is in the vocabulary
-
-
-def test_missing_train_split_names_the_file(zh_tokenizer_dir):
-    dm = IFLYTEKDataModule(data_dir=str(SHARED_DATA), model_name_or_path=zh_tokenizer_dir, input_format="cls")
-    if dm.split_path("train").exists():
-        pytest.skip("this copy of the data has the iflytek train split")
-    with pytest.raises(FileNotFoundError, match=r"train split file is missing: .*iflytek/train\.tsv"):
-        dm.class_counts("train")
-    with pytest.raises(FileNotFoundError, match="train.tsv"):
-        dm.setup("fit")
 
 
 def test_head_tail_split_from_training_frequencies(zh_tokenizer_dir):

@@ -172,6 +172,9 @@ def test_data_configs_print_their_values(data, capsys):
     assert printed["data"]["class_path"] == config["class_path"]
     assert printed["data"]["init_args"].items() >= config["init_args"].items()
     assert printed["checkpoint"]["monitor"] == "val/f1"
+    spec = getattr(lt_tuning, config["class_path"].rsplit(".", 1)[1]).spec  # effective defaults, not null
+    assert printed["data"]["init_args"].items() >= {
+        "template": spec.template, "max_length": spec.max_length, "head_tail_ratio": spec.head_tail_ratio}.items()
 
 
 def write_run_config(tmp_path: Path, model_dir: str, module: str) -> Path:
@@ -200,7 +203,7 @@ trainer:
 
 
 @pytest.mark.parametrize("module", ["PromptTuningModule", "ClsTuningModule"])
-def test_cli_fit_then_test_from_checkpoint(module, tmp_path, tiny_bert_dir):
+def test_cli_fit_then_test_from_checkpoint(module, tmp_path, tiny_bert_dir, capsys):
     require_split("cmid", "train")
     config = write_run_config(tmp_path, tiny_bert_dir, module)
     main(["fit", "--config", str(config)])
@@ -224,6 +227,7 @@ def test_cli_fit_then_test_from_checkpoint(module, tmp_path, tiny_bert_dir):
     main(["predict", "--config", str(config), "--ckpt_path", str(best), "--prediction_writer.output_file", str(out)])
     rows = out.read_text(encoding="utf-8").splitlines()
     assert rows[0] == "text\tprediction\tprobability" and len(rows) == 201
+    assert f"Wrote 200 predictions (test split) to {out}\n" in capsys.readouterr().out
     text, label, prob = rows[1].split("\t")
     assert text == (SHARED_DATA / "cmid" / "test.tsv").read_text("utf-8").split("\n")[1].split("\t")[0]
     assert label in json.loads((SHARED_DATA / "cmid" / "label2idx.json").read_text("utf-8"))

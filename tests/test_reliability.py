@@ -19,7 +19,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2M
 from conftest import SHARED_DATA, require_split
 from lt_tuning import ClsTuningModule, CMIDDataModule, PromptTuningModule
 from lt_tuning.cli import build_cli, main
-from lt_tuning.data import DataFileError
+from lt_tuning.data import DataFileError, read_labelled_file
 from lt_tuning.io import AtomicCheckpointIO, atomic_open, atomic_write_json
 from lt_tuning.metrics import head_tail_split
 
@@ -96,6 +96,10 @@ BAD_FILES = {
         {"dev_tsv": "text\tlabel\n头痛\t治疗\n头痛\t治疗\textra\n"}, DataFileError,
         r"dev\.tsv, line 3: 3 field\(s\) where the header .* Check for a stray or missing separator",
     ),
+    "empty text field": (
+        {"train_tsv": tsv([("头痛", "治疗"), (" ", "定义")])}, DataFileError,
+        r"train\.tsv, row 3: empty text in column 'text'; fill it in or delete the row",
+    ),
     "split file with a header only": (
         {"dev_tsv": "text\tlabel\n"}, DataFileError, r"dev\.tsv: no examples .*add rows",
     ),
@@ -137,6 +141,43 @@ def test_bad_settings_fail_before_training(case, tmp_path, tiny_bert_dir):
     dm = CMIDDataModule(data_dir=str(task), model_name_or_path=tiny_bert_dir, input_format="prompt",
                         cache_dir=str(tmp_path / "c"), **settings)
     assert_fails_before_training(dm, tiny_bert_dir, ValueError, match)
+
+
+def test_a_stray_csv_quote_is_reported_on_its_own_line(tmp_path):
+    rows = [f"{text},治疗" for text in cmid_texts(6)]
+    rows[2] = '"' + rows[2]  # line 4: a quote opens a field that the next rows run into
+    for tail, detail in (([], "unexpected end of data"), (['"头痛",治疗'], "',' expected after '\"'")):
+        path = tmp_path / "train.csv"
+        path.write_text("\n".join(["text,label", *rows, *tail]) + "\n", encoding="utf-8")
+        with pytest.raises(DataFileError, match=rf'train\.csv, line 4: a stray quote \("\) in this row \({detail}, '
+                                                rf'the row runs on to line {7 + len(tail)}\)\. Remove the quote'):
+            read_labelled_file(path, ["text"], "label", {"治疗": 0})
+
+
+@pytest.mark.parametrize(("suffix", "content"), [
+    (".tsv", "text\tlabel\n头痛\t治疗\n"), (".csv", "text,label\n头痛,治疗\n"),
+    (".jsonl", '{"text": "头痛", "label": "治疗"}\n'),
+])
+def test_a_utf8_byte_order_mark_is_read(suffix, content, tmp_path):
+    path = tmp_path / f"train{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + content.encode("utf-8"))  # as spreadsheet tools save UTF-8
+    assert read_labelled_file(path, ["text"], "label", {"治疗": 0}) == {"text_a": ["头痛"], "label": [0]}
+
+
+def test_without_a_train_split_the_hint_names_only_what_works(tmp_path, tiny_bert_dir):
+    task = make_task(tmp_path / "cmid", train_tsv=None)
+    args = ["--data=lt_tuning.CMIDDataModule", f"--data.data_dir={task}", f"--data.model_name_or_path={tiny_bert_dir}",
+            f"--data.cache_dir={tmp_path / 'cache'}", "--model=lt_tuning.PromptTuningModule",
+            f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
+    hint = "validate, test and predict can run with head_tail_from='eval' .*; fit cannot"
+    for subcommand in ("fit", "test"):
+        with pytest.raises(FileNotFoundError, match=rf"train split file is missing: .*train\.tsv\..*{hint}"):
+            main([subcommand, *args, "--allow_untrained=true"])
+    with pytest.raises(FileNotFoundError, match=r"train split file is missing: .*train\.tsv\. Put the file there") as fit:
+        main(["fit", *args, "--data.head_tail_from=eval"])  # fit trains on that split: no hint there
+    assert "head_tail_from" not in str(fit.value)
+    cli = build_cli(["test", *args, "--data.head_tail_from=eval", "--allow_untrained=true"])  # the hint works for test
+    assert set(cli.trainer.callback_metrics) >= {"test/f1", "test/head_f1", "test/tail_f1"}
 
 
 def test_missing_model_path_says_what_to_give(tmp_path):
@@ -184,6 +225,14 @@ def test_classes_without_training_examples_are_named_and_still_evaluated(tmp_pat
     assert 2 in tail
     assert result["test/tail_f1"] == pytest.approx(sum(per_class[c] for c in tail) / len(tail))
     assert result["test/f1"] == pytest.approx(sum(per_class) / 3)  # and counts in the macro average
+
+
+def test_classes_without_a_dev_example_are_named(tmp_path, tiny_bert_dir):
+    task = make_task(tmp_path / "cmid", dev_tsv=tsv([("头痛", "治疗"), ("发烧", "定义")]))  # no dev example of 表现
+    dm = CMIDDataModule(data_dir=str(task), model_name_or_path=tiny_bert_dir, input_format="cls",
+                        cache_dir=str(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match=r"dev\.tsv: 1 class\(es\) have no dev example: \['表现'\]\. Model selection"):
+        dm.setup("fit")
 
 
 # --- resume after a kill, determinism -------------------------------------------------------

@@ -134,11 +134,9 @@ class LongTailedDataModule(pl.LightningDataModule):
         """Raw validated columns ``text_a`` (``text_b``) ``label`` of ``split``."""
         path = self.split_path(split)
         if not path.is_file():
-            only_eval = split == "train" and self.head_tail_from == "train"
-            hint = " Or set head_tail_from='eval' if only dev/test are at hand." if only_eval else ""
             raise FileNotFoundError(
                 f"The {split} split file is missing: {path}. Put the file there or point the DataModule at the "
-                f"folder or file that holds it.{hint}"
+                "folder or file that holds it."
             )
         return read_labelled_file(path, self.text_fields, self.label_field, self.label2idx)
 
@@ -225,7 +223,16 @@ class LongTailedDataModule(pl.LightningDataModule):
     @property
     def metric_class_counts(self) -> list[int] | None:
         """Counts that fix the head/tail split of the metrics; None: split on each evaluated set."""
-        return self.class_counts("train") if self.head_tail_from == "train" else None
+        if self.head_tail_from == "eval":
+            return None
+        try:
+            return self.class_counts("train")
+        except FileNotFoundError as err:  # only evaluation can do without train: fit trains on it
+            raise FileNotFoundError(
+                f"{err} Head/tail classes come from its class frequencies (head_tail_from='train'). Without a "
+                "train split, validate, test and predict can run with head_tail_from='eval' (head/tail from "
+                "each evaluated split); fit cannot."
+            ) from None
 
     @property
     def train_class_counts(self) -> list[int] | None:
@@ -304,8 +311,8 @@ class LongTailedDataModule(pl.LightningDataModule):
         """Encode the splits ``stage`` needs (fit: train+dev, validate: dev, test: test).
 
         Before fit, every other split that has a file is read too, so that a bad row in
-        test.tsv fails now rather than after training; classes without a training example
-        are reported.
+        test.tsv fails now rather than after training; classes without a training example,
+        and classes without a dev example (which model selection cannot see), are reported.
         """
         fmt = self.input_format
         if fmt not in ("cls", "prompt"):
@@ -320,7 +327,10 @@ class LongTailedDataModule(pl.LightningDataModule):
             for split in SPLITS:
                 if split not in self.datasets and self._has_file(split):
                     self._examples(split)
-            self._warn_untrained_classes()
+            self._warn_absent_classes("train", "training example", "They are still evaluated (per-class F1, macro F1, "
+                                      "and as tail classes); add training examples for them or expect F1 0.")
+            self._warn_absent_classes("dev", "dev example", "Model selection on dev (best checkpoint, early "
+                                      "stopping) cannot see them; add dev examples for them.")
 
     def _has_file(self, split: str) -> bool:
         try:
@@ -328,16 +338,12 @@ class LongTailedDataModule(pl.LightningDataModule):
         except FileNotFoundError:  # no file configured for this split
             return False
 
-    def _warn_untrained_classes(self) -> None:
-        """Name the classes that the training split has no example of."""
-        absent = [name for name, count in zip(self.label_names, self.class_counts("train")) if count == 0]
+    def _warn_absent_classes(self, split: str, what: str, consequence: str) -> None:
+        """Name the classes that ``split`` has no example of, and what that means."""
+        absent = [name for name, count in zip(self.label_names, self.class_counts(split)) if count == 0]
         if absent:
-            where = self.split_path("train") if self._has_file("train") else "the train split"
-            rank_zero_warn(
-                f"{where}: {len(absent)} class(es) have no training example: {absent}. "
-                "They are still evaluated (per-class F1, macro F1, and as tail classes); add training "
-                "examples for them or expect F1 0."
-            )
+            where = self.split_path(split) if self._has_file(split) else f"the {split} split"
+            rank_zero_warn(f"{where}: {len(absent)} class(es) have no {what}: {absent}. {consequence}")
 
     def collator(self) -> PadCollator:
         return PadCollator(

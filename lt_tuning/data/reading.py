@@ -1,7 +1,8 @@
 """Read labelled text files (TSV, CSV, JSON lines) into validated columns.
 
 Every problem is reported with the file, the row and what to do, before any training
-starts: a wrong number of fields, an unknown label, an empty file, bytes that are not UTF-8.
+starts: a wrong number of fields, a stray quote, an empty text, an unknown label, an empty
+file, bytes that are not UTF-8. A UTF-8 byte order mark (as spreadsheet tools write) is skipped.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def read_labelled_file(
     if fmt is None:
         raise DataFileError(f"{path}: unknown file type {path.suffix!r}; use .tsv, .csv or .jsonl.")
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
             rows = list(_rows(handle, fmt, path))
     except UnicodeDecodeError:
         raw = path.read_bytes()  # the reader's error counts bytes within a chunk: find the place in the file
@@ -69,7 +70,12 @@ def columns_from_rows(
         if missing:
             raise DataFileError(f"{source}, row {line}: no value for column(s) {missing} (row has {sorted(row)}).")
         for key, field in zip(columns, text_fields):
-            columns[key].append(str(row[field]))
+            text = str(row[field])
+            if not text.strip():
+                raise DataFileError(
+                    f"{source}, row {line}: empty text in column {field!r}; fill it in or delete the row."
+                )
+            columns[key].append(text)
         if label_field is not None:
             labels.append(_label_index(row[label_field], label2idx, source, line))
     if not columns["text_a"]:
@@ -102,20 +108,37 @@ def _rows(handle, fmt: str, path: Path):
     if fmt == "tsv":
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
     else:
-        reader = csv.reader(handle)
+        reader = csv.reader(handle, strict=True)  # strict: a misplaced quote is an error, not a merged row
     header = next(reader, None)
     if header is None:
         return
-    for row in reader:
-        number = reader.line_num
+    while True:
+        start = reader.line_num + 1  # a quoted field may run on over several lines: report where the row starts
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise _quote_error(path, start, reader.line_num, str(err)) from None
         if not row:
             continue
         if len(row) != len(header):
+            if reader.line_num > start:
+                raise _quote_error(path, start, reader.line_num, f"{len(row)} field(s), the header has {len(header)}")
             raise DataFileError(
-                f"{path}, line {number}: {len(row)} field(s) where the header {header} has {len(header)}. "
+                f"{path}, line {start}: {len(row)} field(s) where the header {header} has {len(header)}. "
                 "Check for a stray or missing separator in that row."
             )
-        yield number, dict(zip(header, row))
+        yield start, dict(zip(header, row))
+
+
+def _quote_error(path: Path, start: int, end: int, detail: str) -> DataFileError:
+    """A quote on line ``start`` that opened a field the reader could not close where it should."""
+    runs_on = f", the row runs on to line {end}" if end > start else ""
+    return DataFileError(
+        f'{path}, line {start}: a stray quote (") in this row ({detail}{runs_on}). Remove the quote, or quote '
+        'the whole field and double each quote inside it ("").'
+    )
 
 
 def load_json_mapping(path: str | Path) -> dict:
@@ -124,7 +147,7 @@ def load_json_mapping(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"File not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise DataFileError(f"{path}: not UTF-8 (byte {err.start}: {err.reason}); re-save the file as UTF-8.") from None
     return _json_object(text, path, 1)

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from types import FunctionType
 from typing import Any, ClassVar
 
 import datasets
@@ -41,6 +42,21 @@ class ReleasedTaskDataModule(LongTailedDataModule):
     """
 
     spec: ClassVar[TaskSpec]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give each task's ``__init__`` the task's defaults, so that ``--print_config`` and
+        ``--data.help`` show the values a run uses rather than None."""
+        super().__init_subclass__(**kwargs)
+        if "spec" in cls.__dict__:
+            base, spec = ReleasedTaskDataModule.__init__, cls.spec
+            task = {"model_name_or_path": spec.backbone, "template": spec.template, "max_length": spec.max_length,
+                    "head_tail_ratio": spec.head_tail_ratio}
+            names = base.__code__.co_varnames[1 : base.__code__.co_argcount]  # the parameters after self
+            defaults = tuple(task.get(name, default) for name, default in zip(names, base.__defaults__))
+            init = FunctionType(base.__code__, base.__globals__, base.__name__, defaults, base.__closure__)
+            init.__kwdefaults__, init.__annotations__ = base.__kwdefaults__, base.__annotations__
+            init.__module__, init.__qualname__ = base.__module__, f"{cls.__qualname__}.__init__"
+            cls.__init__ = init
 
     def __init__(
         self,

@@ -1,0 +1,73 @@
+"""The ``lt-tuning`` command as a new user meets it: short budgets, evaluation without a checkpoint, own data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, SHARED_DATA, require_split
+from lt_tuning import TextClassificationDataModule
+from lt_tuning.cli import build_cli, main
+
+
+def tiny_cmid_args(tmp_path: Path, model_dir: str) -> list[str]:
+    """The tiny prompt model on 48 CMID examples (6 batches of 8 per epoch), evaluated every 100 steps."""
+    return [
+        "--data=lt_tuning.CMIDDataModule", f"--data.data_dir={SHARED_DATA}", f"--data.model_name_or_path={model_dir}",
+        "--data.limit_examples=48", "--data.batch_size=8", f"--data.cache_dir={tmp_path / 'cache'}",
+        "--model=lt_tuning.PromptTuningModule", "--model.learning_rate=0.001",
+        "--trainer.val_check_interval=100", f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ]
+
+
+def validated_steps(log_dir: str) -> list[int]:
+    with open(Path(log_dir) / "metrics.csv", encoding="utf-8") as handle:
+        return [int(row["step"]) for row in csv.DictReader(handle) if row.get("val/f1")]
+
+
+@pytest.mark.parametrize(("budget", "steps"), [("--trainer.max_steps=3", 3), ("--trainer.max_epochs=1", 6)])
+def test_a_budget_shorter_than_one_evaluation_interval_tests_its_best_checkpoint(budget, steps, tmp_path,
+                                                                                 tiny_bert_dir):
+    require_split("cmid", "train")
+    cli = build_cli(["fit", *tiny_cmid_args(tmp_path, tiny_bert_dir), budget])
+    best = cli.trainer.checkpoint_callback.best_model_path
+    assert Path(best).name == f"best-step={steps}.ckpt"  # validated once, at the last step
+    assert validated_steps(cli.trainer.log_dir) == [steps - 1]  # Lightning logs a step's metrics at step - 1
+    assert cli.trainer.ckpt_path == best  # and the test after fit loaded it
+    assert (Path(cli.trainer.log_dir) / "test_metrics.json").is_file()
+
+
+def test_fit_without_validation_tests_the_final_weights_and_says_so(tmp_path, tiny_bert_dir):
+    require_split("cmid", "train")
+    args = ["fit", *tiny_cmid_args(tmp_path, tiny_bert_dir), "--trainer.max_steps=2", "--trainer.limit_val_batches=0"]
+    with pytest.warns(UserWarning, match="No best checkpoint was saved .*TESTING THE FINAL WEIGHTS"):
+        cli = build_cli(args)
+    assert cli.trainer.ckpt_path is None and cli.trainer.global_step == 2
+    assert (Path(cli.trainer.log_dir) / "test_metrics.json").is_file()
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluation_without_a_checkpoint_is_refused(subcommand, tmp_path, tiny_bert_dir):
+    with pytest.raises(ValueError, match=rf"`lt-tuning {subcommand}` without --ckpt_path would use an untrained model"):
+        main([subcommand, *tiny_cmid_args(tmp_path, tiny_bert_dir)])
+
+
+def test_own_data_example_from_readme_trains_and_tests(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the example's relative paths are from the repository root
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*have no (training|dev) example")  # every class in every split
+        cli = build_cli(["fit", "--config", "examples/methods/prompt_tuning.yaml", "--config",
+                         "examples/own_data/config.yaml", "--trainer.max_steps=4",
+                         f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    dm = cli.datamodule
+    assert isinstance(dm, TextClassificationDataModule)
+    assert [dm.class_counts(split) for split in ("train", "dev", "test")] == [[20, 10, 5, 2], [4, 3, 2, 2], [4, 4, 2, 2]]
+    assert dm.head_tail_classes("train") == ([0], [1, 2, 3])  # billing is 20/37 = 54% < 65%, +delivery 81%
+    assert dm.examples["train"]["text_a"][17] == "账单金额不对,请核实"  # a quoted CSV field with a comma
+    result = json.loads((Path(cli.trainer.log_dir) / "test_metrics.json").read_text(encoding="utf-8"))
+    assert len(result["test/per_class_f1"]) == 4
