@@ -172,7 +172,7 @@ def test_without_a_train_split_the_hint_names_only_what_works(tmp_path, tiny_ber
     hint = "validate, test and predict can run with head_tail_from='eval' .*; fit cannot"
     for subcommand in ("fit", "test"):
         with pytest.raises(FileNotFoundError, match=rf"train split file is missing: .*train\.tsv\..*{hint}"):
-            main([subcommand, *args, "--allow_untrained=true"])
+            main([subcommand, *args, "--data.head_tail_from=train", "--allow_untrained=true"])
     with pytest.raises(FileNotFoundError, match=r"train split file is missing: .*train\.tsv\. Put the file there") as fit:
         main(["fit", *args, "--data.head_tail_from=eval"])  # fit trains on that split: no hint there
     assert "head_tail_from" not in str(fit.value)
