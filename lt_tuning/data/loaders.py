@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lt_tuning.data.sampler import LengthGroupedBatchSampler
+
+
+def shuffle_seed() -> int:
+    """The seed of a training order, drawn when a training loader is made, never at a
+    DataModule's construction: one built before or after seeding trains on the same order.
+
+    It is the first draw from ``seed_everything``'s seed ($PL_GLOBAL_SEED), which is what the
+    CLI's DataModules drew when they were built right after seeding (their runs keep their
+    order); a random one when nothing was seeded.
+    """
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+    return int(torch.randint(0, 2**62, (), generator=generator).item())
+
+
+def train_loader(dataset: Dataset, batch_size: int, group_by_length: bool, **kwargs: Any) -> ResumableDataLoader:
+    """Shuffled batches (of similar lengths with ``group_by_length``) that resume mid-epoch."""
+    seed = shuffle_seed()
+    if group_by_length:
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        kwargs["batch_sampler"] = LengthGroupedBatchSampler(lengths, batch_size, seed=seed)
+    else:
+        kwargs.update(batch_size=batch_size, shuffle=True)
+    return ResumableDataLoader(dataset, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, world_size: int, rank: int, **kwargs: Any) -> DataLoader:
+    """Batches in order, each example once per run over all ``world_size`` processes."""
+    if world_size > 1:  # else Lightning's sampler repeats examples
+        kwargs["sampler"] = UnpaddedDistributedSampler(dataset, world_size, rank)
+    return DataLoader(dataset, batch_size=batch_size, **kwargs)
 
 
 class ResumableDataLoader(DataLoader):
