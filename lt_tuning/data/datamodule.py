@@ -26,7 +26,7 @@ from lt_tuning.data.prompt import Template
 from lt_tuning.data.reading import read_labelled_file
 from lt_tuning.data.sources import cache_root
 from lt_tuning.data.statistics import count_classes, warn_absent_classes
-from lt_tuning.metrics.split import head_tail_split
+from lt_tuning.metrics.split import check_ratio, head_tail_split
 from lt_tuning.verbalizer import Verbalizer
 
 SPLITS = ("train", "dev", "test")
@@ -80,8 +80,7 @@ class LongTailedDataModule(pl.LightningDataModule):
         super().__init__()
         if len(text_fields) not in (1, 2):
             raise ValueError(f"text_fields must name one or two columns, got {list(text_fields)}.")
-        if not 0.0 < head_tail_ratio <= 1.0:
-            raise ValueError(f"head_tail_ratio must be in (0, 1], got {head_tail_ratio}.")
+        check_ratio(head_tail_ratio, "head_tail_ratio")
         self.model_name_or_path = model_name_or_path
         self.text_fields = list(text_fields)
         self.label_field = label_field
@@ -292,12 +291,9 @@ class LongTailedDataModule(pl.LightningDataModule):
             self._train_loader = None  # a later fit (and its resume state) gets a loader of its own
 
     def state_dict(self) -> dict[str, Any]:
-        """The training loader's place in its epoch, saved in every checkpoint.
-
-        The DataModule keeps it, not Lightning's stateful-loader support, which drops a loader's
-        state on resume when ``trainer.estimated_stepping_batches`` was read before (as our
-        modules do for the LR schedule; Lightning issue #20550).
-        """
+        """The training loader's place in its epoch, saved in every checkpoint. Not left to
+        Lightning's stateful-loader support, which drops it on resume when
+        ``trainer.estimated_stepping_batches`` was read before, as for our LR schedule (Lightning #20550)."""
         return {"train_loader": self._train_loader.position()} if self._train_loader is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -36,14 +36,8 @@ def load_tokenizer(model_name_or_path: str, template: str) -> PreTrainedTokenize
     return tokenizer
 
 
-def encode_columns(
-    columns: dict[str, list],
-    tokenizer: PreTrainedTokenizerBase,
-    template: Template | None,
-    max_length: int,
-    cache_file: Path,
-    identity: list[Any],
-) -> datasets.Dataset:
+def encode_columns(columns: dict[str, list], tokenizer: PreTrainedTokenizerBase, template: Template | None,
+                   max_length: int, cache_file: Path, identity: list[Any]) -> datasets.Dataset:
     """``columns`` with their texts replaced by ``input_ids`` (and ``mask_pos``), plus ``index``.
 
     Prompt format when ``template`` is given, else CLS format. ``cache_file`` gets a suffix that
@@ -77,7 +71,6 @@ def _encode_batch(
         budget = max_length - tokenizer.num_special_tokens_to_add(pair=True)
         rows = [_truncate_pair(encoded, i, budget) for i in range(len(text_b))]
         return {name: [row[name] for row in rows] for name in encoded}
-    template.text_budget(max_length, 1 if text_b is None else 2)  # fail early, before tokenizing
     ids_a = tokenizer(batch["text_a"], add_special_tokens=False)["input_ids"]
     ids_b = tokenizer(text_b, add_special_tokens=False)["input_ids"] if text_b is not None else [None] * len(ids_a)
     input_ids = [template.encode(a, b, max_length) for a, b in zip(ids_a, ids_b)]

@@ -13,13 +13,9 @@ from lt_tuning.data.sampler import LengthGroupedBatchSampler
 
 
 def shuffle_seed() -> int:
-    """The seed of a training order, drawn when a training loader is made, never at a
-    DataModule's construction: one built before or after seeding trains on the same order.
-
-    It is the first draw from ``seed_everything``'s seed ($PL_GLOBAL_SEED), which is what the
-    CLI's DataModules drew when they were built right after seeding (their runs keep their
-    order); a random one when nothing was seeded.
-    """
+    """The seed of a training order: the first draw from ``seed_everything``'s seed
+    ($PL_GLOBAL_SEED), random when nothing was seeded. Drawn when a loader is made, so a
+    DataModule built before or after seeding trains on the same order."""
     seed = os.environ.get("PL_GLOBAL_SEED")
     generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
     return int(torch.randint(0, 2**62, (), generator=generator).item())
@@ -46,14 +42,11 @@ def eval_loader(dataset: Dataset, batch_size: int, world_size: int, rank: int, *
 class ResumableDataLoader(DataLoader):
     """A training DataLoader that a run resumed from a mid-epoch checkpoint continues exactly.
 
-    The DataModule saves :meth:`position` in every checkpoint and hands it to :meth:`load_position`
-    on resume (the methods are not named ``state_dict``, so that Lightning does not save it a
-    second time). The position is the ``generator``'s state when the current epoch began plus the
-    number of batches handed out since: on resume the epoch's order is drawn again from it and
-    the batches already trained on are skipped (loaded and dropped: cheap for tokenized rows, and
-    it works with any sampler). The order must depend only on ``generator`` and the epoch, as for
-    ``shuffle=True`` (a ``RandomSampler`` drawing from ``generator``) or a seeded
-    :class:`~lt_tuning.data.sampler.LengthGroupedBatchSampler`.
+    Its :meth:`position` (saved by the DataModule; not named ``state_dict``, so that Lightning
+    does not save it twice) is the ``generator``'s state when the epoch began plus the batches
+    handed out since: on resume the epoch's order is drawn again and those batches are skipped
+    (loaded and dropped: cheap for tokenized rows, and it works with any sampler whose order
+    depends only on ``generator`` and the epoch).
     """
 
     def __init__(self, dataset: Dataset, *, generator: torch.Generator, **kwargs: Any) -> None:
