@@ -142,14 +142,11 @@ class LongTailedClassifier(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        self.metrics[stage].update(self(batch).argmax(dim=-1), batch["labels"])
-
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self.metrics["val"].update(self(batch).argmax(dim=-1), batch["labels"])
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self.metrics["test"].update(self(batch).argmax(dim=-1), batch["labels"])
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         probs = self(batch).float().softmax(dim=-1)
