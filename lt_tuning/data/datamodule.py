@@ -31,6 +31,7 @@ from lt_tuning.verbalizer import Verbalizer
 
 SPLITS = ("train", "dev", "test")
 
+
 class LongTailedDataModule(pl.LightningDataModule):
     """Labelled text splits -> tokenized, dynamically padded batches, plus head/tail statistics.
 
