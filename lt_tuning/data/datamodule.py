@@ -227,11 +227,10 @@ class LongTailedDataModule(pl.LightningDataModule):
 
     def encode(self, split: str, input_format: InputFormat) -> datasets.Dataset:
         """Tokenized ``split`` in ``input_format``; cached on disk across runs."""
+        columns = self._examples(split)  # first: a missing or bad file is reported as such
         identity = [self.split_fingerprint(split), self.text_fields, self.label_names, self.limit_examples]
-        return encode_columns(
-            self._examples(split), self.tokenizer, self.template if input_format == "prompt" else None,
-            self.max_length, self.cache_dir / f"{split}-{input_format}", identity,
-        )
+        return encode_columns(columns, self.tokenizer, self.template if input_format == "prompt" else None,
+                              self.max_length, self.cache_dir / f"{split}-{input_format}", identity)
 
     # --- LightningDataModule hooks -----------------------------------------------------
 
