@@ -25,8 +25,7 @@ class EpochPatienceEarlyStopping(EarlyStopping):
     At the start of fit, ``patience_epochs`` x the real number of training batches per epoch
     (``patience_steps``) becomes ``patience`` in evaluations, from the trainer's evaluation
     interval (``val_check_interval``, ``check_val_every_n_epoch``). The study's rule, 2 epochs
-    without improvement, thus holds for every dataset size (CMID: 269 batches of 32 per epoch,
-    538 steps, 5 evaluations every 100 steps) with no per-dataset number in a config.
+    without improvement, thus holds for every dataset size with no per-dataset number in a config.
 
     Args:
         patience_epochs: epochs of steps without improvement before stopping; None: use

@@ -93,13 +93,8 @@ def weight_norms_figure(
 
 
 def class_weight_norms(module: LongTailedClassifier) -> torch.Tensor:
-    """L2 norm of each class's weight vector in the module's output layer, ``[C]`` float on the CPU.
-
-    ClsTuningModule: the rows of the head's last Linear; PromptTuningModule: its verbalizer's
-    (:meth:`~lt_tuning.verbalizer.Verbalizer.weight_norms`). Biases are left out of both. A
-    detached copy of the module's own
-    :meth:`~lt_tuning.models.LongTailedClassifier.class_weight_norms` (what tau-norm divides by).
-    """
+    """L2 norm of each class's weight vector in the module's output layer (biases left out), ``[C]``
+    float on the CPU: a detached copy of :meth:`~lt_tuning.models.LongTailedClassifier.class_weight_norms`."""
     if not isinstance(module, LongTailedClassifier):
         raise TypeError(f"class_weight_norms takes a lt-tuning classifier module, got {type(module).__name__}.")
     with torch.no_grad():
@@ -154,16 +149,12 @@ def _finish(ax: Axes, order: list[int], n_head: int, label_names: Sequence[str] 
         raise ValueError(f"{len(label_names)} label names for {len(order)} classes.")
     ax.axvline(n_head - 0.5, color=BOUNDARY_COLOR, linestyle="--", linewidth=1.2, label="head | tail boundary")
     ax.set_xlim(-0.6, len(order) - 0.4)
-    fontsize = 7 if len(order) <= 60 else 5
-    families = _fonts_for([label_names[c] for c in order]) if label_names is not None else None
-    if families is not None:
-        ax.set_xticks(range(len(order)), [label_names[c] for c in order], rotation=90, fontsize=fontsize,
-                      fontfamily=families)
-        ax.set_xlabel("class")
-    else:
-        ax.set_xticks(range(len(order)), [str(c) for c in order], rotation=90, fontsize=fontsize)
-        ax.set_xlabel("class index" if label_names is None
-                      else "class index (no installed font has the glyphs of the label names)")
+    names = [label_names[c] for c in order] if label_names is not None else None
+    families = _fonts_for(names) if names is not None else None
+    ax.set_xticks(range(len(order)), names if families else [str(c) for c in order], rotation=90,
+                  fontsize=7 if len(order) <= 60 else 5, fontfamily=families)
+    ax.set_xlabel("class" if families else "class index" if names is None
+                  else "class index (no installed font has the glyphs of the label names)")
     ax.grid(axis="y", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()  # below the plot: inside, it would hide bars
     per_row = max(1, int(ax.figure.get_figwidth() // 3))  # an entry takes up to 3 inches

@@ -1,11 +1,8 @@
 """The verbalizer: label words as token ids, and masked-LM logits at [MASK] -> class logits.
 
-One object owns what prompt-tuning knows about the label words (as OpenPrompt's
-``ManualVerbalizer`` does, with one word per class): their token ids and padding mask, how
-vocabulary logits become class logits (the mean logit of a word's tokens), and each class's
-weight vector in that map (for the weight-norm plots and tau-normalisation). The DataModule
-builds it from its tokenizer; the prompt-tuning module holds it as a submodule, so it is saved
-in every checkpoint.
+One object owns what prompt-tuning knows about the label words, as OpenPrompt's
+``ManualVerbalizer`` does (one word per class). The DataModule builds it from its tokenizer;
+the prompt-tuning module holds it as a submodule, so it is saved in every checkpoint.
 """
 
 from __future__ import annotations
@@ -41,14 +38,8 @@ class Verbalizer(nn.Module):
         return cls(pad_sequence(ids, batch_first=True), pad_sequence(mask, batch_first=True))
 
     @classmethod
-    def from_words(
-        cls,
-        label_words: Mapping[str, str],
-        labels: Sequence[str],
-        tokenizer: PreTrainedTokenizerBase,
-        space_before: bool = False,
-        source: str = "verbalizer",
-    ) -> Verbalizer:
+    def from_words(cls, label_words: Mapping[str, str], labels: Sequence[str], tokenizer: PreTrainedTokenizerBase,
+                   space_before: bool = False, source: str = "verbalizer") -> Verbalizer:
         """Tokenize each label's word (``label_words[label]``, in ``labels`` order).
 
         ``space_before``: the word follows a space in the template (matters for BPE vocabularies).
@@ -81,6 +72,4 @@ class Verbalizer(nn.Module):
     def weight_norms(self, output_embeddings: torch.Tensor) -> torch.Tensor:
         """``[C]`` L2 norms of the class weights: class c's logit is the [MASK] feature times the mean
         output embedding of its word's tokens (plus their mean bias), ``output_embeddings`` ``[V, H]``."""
-        embeddings = output_embeddings[self.token_ids]  # [C, L, H]
-        mask = self.mask.to(embeddings.dtype)[..., None]
-        return ((embeddings * mask).sum(dim=1) / mask.sum(dim=1)).norm(p=2, dim=-1)
+        return self(output_embeddings.T).norm(p=2, dim=0)  # row h of the map: the weights' component h

@@ -1,42 +1,35 @@
 """The LightningDataModule shared by every long-tailed dataset.
 
-One DataModule yields both encodings of an example: CLS format (``[CLS] a [SEP] (b [SEP])``,
-built by the tokenizer itself) and prompt format (a :class:`~lt_tuning.data.prompt.Template`
-with one [MASK]). Text is tokenized by a fast tokenizer in batched ``datasets.map`` calls whose
-results are cached on disk, keyed by the file contents and every setting that changes them.
-It also knows the class frequencies that define head and tail classes.
+It composes the label space (:mod:`.labels`), the encodings in CLS or prompt format
+(:mod:`.encoding`), the class statistics (:mod:`.statistics`) and the loaders (:mod:`.loaders`),
+and keeps the training loader's place for resuming.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import datasets
-import numpy as np
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from lt_tuning.data.collate import PadCollator
-from lt_tuning.data.loaders import ResumableDataLoader, UnpaddedDistributedSampler
-from lt_tuning.data.prompt import Template, add_pseudo_tokens, truncate_longest_first
-from lt_tuning.data.reading import DataFileError, load_json_mapping, read_labelled_file
-from lt_tuning.data.sampler import LengthGroupedBatchSampler
+from lt_tuning.data.encoding import InputFormat, encode_columns, load_tokenizer
+from lt_tuning.data.labels import load_label_names, load_label_words
+from lt_tuning.data.loaders import ResumableDataLoader, eval_loader, train_loader
+from lt_tuning.data.prompt import Template
+from lt_tuning.data.reading import read_labelled_file
 from lt_tuning.data.sources import cache_root
-from lt_tuning.metrics.split import head_tail_split
+from lt_tuning.data.statistics import count_classes, warn_absent_classes
+from lt_tuning.metrics.split import check_ratio, head_tail_split
 from lt_tuning.verbalizer import Verbalizer
 
-InputFormat = Literal["cls", "prompt"]
 SPLITS = ("train", "dev", "test")
-_CACHE_VERSION = "2"  # 2: CLS pairs truncated by the study's tie rule
 
 
 class LongTailedDataModule(pl.LightningDataModule):
@@ -88,8 +81,7 @@ class LongTailedDataModule(pl.LightningDataModule):
         super().__init__()
         if len(text_fields) not in (1, 2):
             raise ValueError(f"text_fields must name one or two columns, got {list(text_fields)}.")
-        if not 0.0 < head_tail_ratio <= 1.0:
-            raise ValueError(f"head_tail_ratio must be in (0, 1], got {head_tail_ratio}.")
+        check_ratio(head_tail_ratio, "head_tail_ratio")
         self.model_name_or_path = model_name_or_path
         self.text_fields = list(text_fields)
         self.label_field = label_field
@@ -140,23 +132,12 @@ class LongTailedDataModule(pl.LightningDataModule):
             )
         return read_labelled_file(path, self.text_fields, self.label_field, self.label2idx)
 
-    # --- labels, tokenizer, template, verbalizer ---------------------------------------
+    # --- label space, tokenizer, template, verbalizer ----------------------------------
 
     @cached_property
     def label_names(self) -> list[str]:
         """Label names in index order."""
-        labels = self._labels if self._labels is not None else self.default_labels_path()
-        if labels is None:
-            raise ValueError("No label list: pass `labels` (a list of names or a label2idx.json path).")
-        if isinstance(labels, (str, Path)):
-            mapping = load_json_mapping(labels)
-            indices = sorted(mapping.values())
-            if indices != list(range(len(mapping))):
-                raise DataFileError(f"{labels}: label indices must be 0..{len(mapping) - 1} with no gaps.")
-            return sorted(mapping, key=mapping.__getitem__)
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"`labels` has duplicates: {list(labels)}.")
-        return [str(label) for label in labels]
+        return load_label_names(self._labels if self._labels is not None else self.default_labels_path())
 
     @property
     def label2idx(self) -> dict[str, int]:
@@ -169,17 +150,12 @@ class LongTailedDataModule(pl.LightningDataModule):
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         """The fast tokenizer, with the template's pseudo tokens added."""
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path, use_fast=True)
-        except OSError as err:
-            raise OSError(
-                f"Cannot load a tokenizer from {self.model_name_or_path!r}: give an existing local folder "
-                "or a model name on the Hugging Face hub (needs internet)."
-            ) from err
-        if not tokenizer.is_fast:
-            raise ValueError(f"{self.model_name_or_path!r} has no fast tokenizer; lt-tuning needs one for speed.")
-        add_pseudo_tokens(tokenizer, self.template_text)
-        return tokenizer
+        return load_tokenizer(self.model_name_or_path, self.template_text)
+
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's size, pseudo tokens included: the rows the model's embeddings need."""
+        return len(self.tokenizer)
 
     @cached_property
     def template(self) -> Template:
@@ -192,10 +168,7 @@ class LongTailedDataModule(pl.LightningDataModule):
     @cached_property
     def label_words(self) -> dict[str, str] | None:
         """Label -> verbalizer word as configured; None when none is (CLS-tuning needs none)."""
-        source = self._verbalizer_source
-        if source is None:
-            return None
-        return dict(load_json_mapping(source)) if isinstance(source, (str, Path)) else dict(source)
+        return load_label_words(self._verbalizer_source)
 
     @cached_property
     def verbalizer(self) -> Verbalizer | None:
@@ -213,8 +186,7 @@ class LongTailedDataModule(pl.LightningDataModule):
 
     def class_counts(self, split: str = "train") -> list[int]:
         """Number of examples of each class in ``split``."""
-        labels = self._examples(split)["label"]
-        return np.bincount(np.asarray(labels, dtype=np.int64), minlength=self.num_classes).tolist()
+        return count_classes(self._examples(split)["label"], self.num_classes)
 
     def head_tail_classes(self, split: str = "train") -> tuple[list[int], list[int]]:
         """Head and tail class indices by the study's rule, from ``split``'s frequencies."""
@@ -243,11 +215,6 @@ class LongTailedDataModule(pl.LightningDataModule):
         except FileNotFoundError:
             return None
 
-    @property
-    def vocab_size(self) -> int:
-        """The tokenizer's size, pseudo tokens included: the rows the model's embeddings need."""
-        return len(self.tokenizer)
-
     # --- encoding ----------------------------------------------------------------------
 
     def _examples(self, split: str) -> dict[str, list]:
@@ -260,50 +227,10 @@ class LongTailedDataModule(pl.LightningDataModule):
 
     def encode(self, split: str, input_format: InputFormat) -> datasets.Dataset:
         """Tokenized ``split`` in ``input_format``; cached on disk across runs."""
-        columns = self._examples(split)
-        key = self._cache_key(split, input_format)
-        cache_file = self.cache_dir / f"{split}-{input_format}-{key}.arrow"
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        dataset = datasets.Dataset.from_dict({**columns, "index": list(range(len(columns["label"])))})
-        return dataset.map(
-            self._encode_batch,
-            batched=True,
-            fn_kwargs={"input_format": input_format},
-            remove_columns=[name for name in ("text_a", "text_b") if name in columns],
-            cache_file_name=str(cache_file),
-            new_fingerprint=key,
-            desc=f"Tokenizing {split} ({input_format})",
-        )
-
-    def _encode_batch(self, batch: dict[str, list], input_format: InputFormat) -> dict[str, list]:
-        tokenizer = self.tokenizer
-        text_b = batch.get("text_b")
-        if input_format == "cls":
-            if text_b is None:
-                return dict(tokenizer(batch["text_a"], truncation=True, max_length=self.max_length,
-                                      return_attention_mask=False))
-            encoded = tokenizer(batch["text_a"], text_b, return_attention_mask=False)
-            budget = self.max_length - tokenizer.num_special_tokens_to_add(pair=True)
-            rows = [_truncate_pair(encoded, i, budget) for i in range(len(text_b))]
-            return {name: [row[name] for row in rows] for name in encoded}
-        template = self.template
-        template.text_budget(self.max_length, len(self.text_fields))  # fail early, before the loop
-        ids_a = tokenizer(batch["text_a"], add_special_tokens=False)["input_ids"]
-        ids_b = tokenizer(text_b, add_special_tokens=False)["input_ids"] if text_b is not None else [None] * len(ids_a)
-        input_ids = [template.encode(a, b, self.max_length) for a, b in zip(ids_a, ids_b)]
-        mask_id = tokenizer.mask_token_id
-        return {"input_ids": input_ids, "mask_pos": [ids.index(mask_id) for ids in input_ids]}
-
-    def _cache_key(self, split: str, input_format: InputFormat) -> str:
-        digest = hashlib.sha256()
-        digest.update(self.split_fingerprint(split).encode())
-        digest.update(self.tokenizer.backend_tokenizer.to_str().encode())
-        settings = [
-            _CACHE_VERSION, input_format, self.max_length, self.text_fields, self.label_names,
-            self.template_text if input_format == "prompt" else None, self.limit_examples,
-        ]
-        digest.update(json.dumps(settings, ensure_ascii=False).encode())
-        return digest.hexdigest()[:16]
+        columns = self._examples(split)  # first: a missing or bad file is reported as such
+        identity = [self.split_fingerprint(split), self.text_fields, self.label_names, self.limit_examples]
+        return encode_columns(columns, self.tokenizer, self.template if input_format == "prompt" else None,
+                              self.max_length, self.cache_dir / f"{split}-{input_format}", identity)
 
     # --- LightningDataModule hooks -----------------------------------------------------
 
@@ -339,51 +266,21 @@ class LongTailedDataModule(pl.LightningDataModule):
             return False
 
     def _warn_absent_classes(self, split: str, what: str, consequence: str) -> None:
-        """Name the classes that ``split`` has no example of, and what that means."""
-        absent = [name for name, count in zip(self.label_names, self.class_counts(split)) if count == 0]
-        if absent:
-            where = self.split_path(split) if self._has_file(split) else f"the {split} split"
-            rank_zero_warn(f"{where}: {len(absent)} class(es) have no {what}: {absent}. {consequence}")
+        where = self.split_path(split) if self._has_file(split) else f"the {split} split"
+        warn_absent_classes(where, self.label_names, self.class_counts(split), what, consequence)
 
-    def collator(self) -> PadCollator:
-        return PadCollator(
-            self.tokenizer.pad_token_id, with_token_type_ids="token_type_ids" in self.tokenizer.model_input_names
-        )
+    def _loader_kwargs(self) -> dict[str, Any]:
+        collate = PadCollator(self.tokenizer.pad_token_id, "token_type_ids" in self.tokenizer.model_input_names)
+        return {"num_workers": self.num_workers, "collate_fn": collate, "persistent_workers": self.num_workers > 0}
 
-    def shuffle_seed(self) -> int:
-        """The seed of the training order, drawn when a training loader is made, never at
-        construction: a DataModule built before or after seeding trains on the same order.
-
-        It is the first draw from ``seed_everything``'s seed ($PL_GLOBAL_SEED), which is what the
-        CLI's DataModules drew when they were built right after seeding (their runs keep their
-        order); a random one when nothing was seeded.
-        """
-        seed = os.environ.get("PL_GLOBAL_SEED")
-        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-        return int(torch.randint(0, 2**62, (), generator=generator).item())
-
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        """Training: a loader that resumes mid-epoch; evaluation: in order, each example once per run."""
-        dataset = self.datasets[split]
-        common = {
-            "num_workers": self.num_workers, "collate_fn": self.collator(), "persistent_workers": self.num_workers > 0,
-        }
-        if train:
-            seed = self.shuffle_seed()
-            if self.group_by_length:
-                lengths = [len(ids) for ids in dataset["input_ids"]]
-                batching = {"batch_sampler": LengthGroupedBatchSampler(lengths, self.batch_size, seed=seed)}
-            else:
-                batching = {"batch_size": self.batch_size, "shuffle": True}
-            return ResumableDataLoader(dataset, generator=torch.Generator().manual_seed(seed), **batching, **common)
-        trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:  # else Lightning's sampler repeats examples
-            sampler = UnpaddedDistributedSampler(dataset, trainer.world_size, trainer.global_rank)
-            return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, **common)
-        return DataLoader(dataset, batch_size=self.eval_batch_size, **common)
+    def _eval_loader(self, split: str) -> DataLoader:
+        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        return eval_loader(self.datasets[split], self.eval_batch_size, world_size, rank, **self._loader_kwargs())
 
     def train_dataloader(self) -> DataLoader:
-        self._train_loader = self._loader("train", train=True)
+        self._train_loader = train_loader(
+            self.datasets["train"], self.batch_size, self.group_by_length, **self._loader_kwargs()
+        )
         if self._train_loader_state is not None:
             self._train_loader.load_position(self._train_loader_state)
             self._train_loader_state = None
@@ -394,12 +291,9 @@ class LongTailedDataModule(pl.LightningDataModule):
             self._train_loader = None  # a later fit (and its resume state) gets a loader of its own
 
     def state_dict(self) -> dict[str, Any]:
-        """The training loader's place in its epoch, saved in every checkpoint.
-
-        The DataModule keeps it, not Lightning's stateful-loader support, which drops a loader's
-        state on resume when ``trainer.estimated_stepping_batches`` was read before (as our
-        modules do for the LR schedule; Lightning issue #20550).
-        """
+        """The training loader's place in its epoch, saved in every checkpoint. Not left to
+        Lightning's stateful-loader support, which drops it on resume when
+        ``trainer.estimated_stepping_batches`` was read before, as for our LR schedule (Lightning #20550)."""
         return {"train_loader": self._train_loader.position()} if self._train_loader is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -411,24 +305,11 @@ class LongTailedDataModule(pl.LightningDataModule):
             self._train_loader_state = position
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("dev", train=False)
+        return self._eval_loader("dev")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_split, train=False)
+        return self._eval_loader(self.predict_split)
 
-
-def _truncate_pair(encoded: BatchEncoding, index: int, budget: int) -> dict[str, list[int]]:
-    """Row ``index`` of an untruncated pair encoding with at most ``budget`` text tokens.
-
-    Cut by the prompt format's longest-first rule, as the study's builder does: on a tie
-    text_a keeps the extra token (the tokenizer's own ``longest_first`` gives it to text_b).
-    """
-    sequence_ids = encoded.sequence_ids(index)
-    positions_a = [i for i, s in enumerate(sequence_ids) if s == 0]
-    positions_b = [i for i, s in enumerate(sequence_ids) if s == 1]
-    kept_a, kept_b = truncate_longest_first(positions_a, positions_b, budget)
-    keep = sorted([i for i, s in enumerate(sequence_ids) if s is None] + kept_a + kept_b)
-    return {name: [values[index][i] for i in keep] for name, values in encoded.items()}

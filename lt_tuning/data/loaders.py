@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lt_tuning.data.sampler import LengthGroupedBatchSampler
+
+
+def shuffle_seed() -> int:
+    """The seed of a training order: the first draw from ``seed_everything``'s seed
+    ($PL_GLOBAL_SEED), random when nothing was seeded. Drawn when a loader is made, so a
+    DataModule built before or after seeding trains on the same order."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+    return int(torch.randint(0, 2**62, (), generator=generator).item())
+
+
+def train_loader(dataset: Dataset, batch_size: int, group_by_length: bool, **kwargs: Any) -> ResumableDataLoader:
+    """Shuffled batches (of similar lengths with ``group_by_length``) that resume mid-epoch."""
+    seed = shuffle_seed()
+    if group_by_length:
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        kwargs["batch_sampler"] = LengthGroupedBatchSampler(lengths, batch_size, seed=seed)
+    else:
+        kwargs.update(batch_size=batch_size, shuffle=True)
+    return ResumableDataLoader(dataset, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, world_size: int, rank: int, **kwargs: Any) -> DataLoader:
+    """Batches in order, each example once per run over all ``world_size`` processes."""
+    if world_size > 1:  # else Lightning's sampler repeats examples
+        kwargs["sampler"] = UnpaddedDistributedSampler(dataset, world_size, rank)
+    return DataLoader(dataset, batch_size=batch_size, **kwargs)
+
 
 class ResumableDataLoader(DataLoader):
     """A training DataLoader that a run resumed from a mid-epoch checkpoint continues exactly.
 
-    The DataModule saves :meth:`position` in every checkpoint and hands it to :meth:`load_position`
-    on resume (the methods are not named ``state_dict``, so that Lightning does not save it a
-    second time). The position is the ``generator``'s state when the current epoch began plus the
-    number of batches handed out since: on resume the epoch's order is drawn again from it and
-    the batches already trained on are skipped (loaded and dropped: cheap for tokenized rows, and
-    it works with any sampler). The order must depend only on ``generator`` and the epoch, as for
-    ``shuffle=True`` (a ``RandomSampler`` drawing from ``generator``) or a seeded
-    :class:`~lt_tuning.data.sampler.LengthGroupedBatchSampler`.
+    Its :meth:`position` (saved by the DataModule; not named ``state_dict``, so that Lightning
+    does not save it twice) is the ``generator``'s state when the epoch began plus the batches
+    handed out since: on resume the epoch's order is drawn again and those batches are skipped
+    (loaded and dropped: cheap for tokenized rows, and it works with any sampler whose order
+    depends only on ``generator`` and the epoch).
     """
 
     def __init__(self, dataset: Dataset, *, generator: torch.Generator, **kwargs: Any) -> None:

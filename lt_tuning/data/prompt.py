@@ -58,16 +58,11 @@ class Template:
                     f"Template {template!r} must contain {{{required}}} exactly once "
                     f"(found {names.count(required)}). Example: '{{cls}}{{text_a}} It was {{mask}} .{{sep}}'."
                 )
-        has_b = names.count("text_b")
-        if num_text_fields == 1 and has_b:
-            raise ValueError(
-                f"Template {template!r} uses {{text_b}} but the dataset has one text field; "
-                "remove {text_b} or configure a second text field."
-            )
-        if num_text_fields == 2 and has_b != 1:
-            raise ValueError(
-                f"Template {template!r} must contain {{text_b}} exactly once: the dataset has two text fields."
-            )
+        if names.count("text_b") != num_text_fields - 1:
+            problem = ("uses {text_b} but the dataset has one text field; remove {text_b} or configure a second "
+                       "text field" if num_text_fields == 1 else
+                       "must contain {text_b} exactly once: the dataset has two text fields")
+            raise ValueError(f"Template {template!r} {problem}.")
         special = {"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id, "mask": tokenizer.mask_token_id}
         pieces: list[list[int] | str] = []
         space_before_mask = False

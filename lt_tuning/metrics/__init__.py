@@ -1,7 +1,5 @@
 """Metrics for long-tailed classification: the study's macro F1 and head/tail F1 on torchmetrics."""
 
-from __future__ import annotations
-
 from lt_tuning.metrics.classification import HeadTailF1, MacroF1, MacroOver, long_tailed_metrics
 from lt_tuning.metrics.split import head_tail_f1, head_tail_split
 

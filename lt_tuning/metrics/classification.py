@@ -54,13 +54,8 @@ class HeadTailF1(MulticlassF1Score):
     ``split`` holds that fixed ``(head, tail)``, or ``None``.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        ratio: float = 0.65,
-        class_counts: Sequence[int] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, num_classes: int, ratio: float = 0.65, class_counts: Sequence[int] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(num_classes, average=None, **kwargs)
         check_ratio(ratio)
         self.ratio = ratio
@@ -80,12 +75,8 @@ class HeadTailF1(MulticlassF1Score):
         return head_tail_f1(super().compute(), *split)
 
 
-def long_tailed_metrics(
-    num_classes: int,
-    ratio: float = 0.65,
-    class_counts: Sequence[int] | None = None,
-    f1_over: MacroOver = "present",
-) -> MetricCollection:
+def long_tailed_metrics(num_classes: int, ratio: float = 0.65, class_counts: Sequence[int] | None = None,
+                        f1_over: MacroOver = "present") -> MetricCollection:
     """``acc``, ``f1`` (:class:`MacroF1`), ``per_class_f1`` and ``head_f1``/``tail_f1`` on one
     set of per-class counts (a single compute group)."""
     return MetricCollection({

@@ -8,10 +8,10 @@ import torch
 from torch import Tensor
 
 
-def check_ratio(ratio: float) -> None:
-    """Raise unless ``ratio`` is a cumulative share in ``(0, 1]``."""
+def check_ratio(ratio: float, name: str = "ratio") -> None:
+    """Raise unless ``ratio`` (the argument ``name``) is a cumulative share in ``(0, 1]``."""
     if not 0 < ratio <= 1:
-        raise ValueError(f"`ratio` must be in (0, 1], got {ratio}.")
+        raise ValueError(f"`{name}` must be in (0, 1], got {ratio}.")
 
 
 def head_tail_split(

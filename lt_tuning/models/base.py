@@ -21,9 +21,10 @@ STAGES = ("val", "test")
 class LongTailedClassifier(pl.LightningModule):
     """Base of the tuning modules: loss, AdamW + linear warmup schedule, acc/F1/head/tail F1.
 
-    Subclasses implement :meth:`forward` (batch -> logits ``[B, C]``) and declare ``input_format``
-    (``"cls"`` or ``"prompt"``): the encoding their batches need, which the DataModule is told
-    (by the lt-tuning CLI, or as its ``input_format`` argument in Python).
+    Subclasses implement :meth:`class_scores` (batch -> raw logits ``[B, C]``) and
+    :meth:`class_weight_norms`, and declare ``input_format`` (``"cls"`` or ``"prompt"``): the
+    encoding their batches need, which the DataModule is told (by the lt-tuning CLI, or as its
+    ``input_format`` argument in Python). ``forward`` adds the inference-time remedies.
 
     Args:
         model_name_or_path: the pretrained encoder (hub name or local folder).
@@ -50,9 +51,6 @@ class LongTailedClassifier(pl.LightningModule):
         vocab_size: the tokenizer's size with the template's pseudo tokens (linked from the
             DataModule); embeddings grow to it, giving each ``{p0}``, ``{p1}``... a trainable row.
         soft_prompt_init: a word whose mean embedding starts every pseudo token; None: random.
-
-    Subclasses implement :meth:`class_scores` (batch -> raw logits) and :meth:`class_weight_norms`;
-    ``forward`` applies the inference-time remedies when the module is not training.
     """
 
     input_format: str = "cls"
@@ -144,14 +142,11 @@ class LongTailedClassifier(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        self.metrics[stage].update(self(batch).argmax(dim=-1), batch["labels"])
-
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self.metrics["val"].update(self(batch).argmax(dim=-1), batch["labels"])
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self.metrics["test"].update(self(batch).argmax(dim=-1), batch["labels"])
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         probs = self(batch).float().softmax(dim=-1)

@@ -8,13 +8,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from lt_tuning.models.backbone import (
-    encoder_inputs,
-    gather_positions,
-    load_encoder,
-    load_masked_lm,
-    mlm_head_layer_norm,
-)
+from lt_tuning.models.backbone import (encoder_inputs, gather_positions, load_encoder, load_masked_lm,
+                                       mlm_head_layer_norm)
 from lt_tuning.models.base import LongTailedClassifier
 
 

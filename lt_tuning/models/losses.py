@@ -33,13 +33,8 @@ def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
     return losses.mean() if reduction == "mean" else losses
 
 
-def classification_loss(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    name: LossName = "cross_entropy",
-    gamma: float = 1.0,
-    class_weights: torch.Tensor | None = None,
-) -> torch.Tensor:
+def classification_loss(logits: torch.Tensor, target: torch.Tensor, name: LossName = "cross_entropy",
+                        gamma: float = 1.0, class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Loss ``name`` of ``logits [N, C]`` against class indices ``target [N]``.
 
     With ``class_weights [C]`` each example's loss is multiplied by its class's weight before
