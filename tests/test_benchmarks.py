@@ -26,3 +26,28 @@ def test_padding_benchmark_writes_json_and_table(tmp_path):
     grouped, dynamic = row["grouped_tokens_per_epoch"]["mean"], row["dynamic_tokens_per_epoch"]["mean"]
     assert row["real_tokens_per_epoch"] <= grouped <= dynamic
     assert "| R52 (prompt) |" in (tmp_path / "padding.md").read_text(encoding="utf-8")
+
+
+def test_budget_curve_reads_tables_and_computes_the_gap(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from plot_budget_curve import main as plot_budget_curve
+
+    def metric(*values):
+        return {"mean": sum(values) / len(values), "values": list(values)}
+
+    for tokens, cls_tail, prompt_tail in ((0, (0.10, 0.20), (0.10, 0.10)), (1000, (0.20, 0.20), (0.30, 0.50))):
+        table = tmp_path / "curve" / f"tokens_{tokens}" / "table.json"
+        table.parent.mkdir(parents=True)
+        table.write_text(json.dumps([
+            {"dataset": "cmid", "method": "cls_tuning_tanh", "tail_f1": metric(*cls_tail)},
+            {"dataset": "cmid", "method": "prompt_tuning", "tail_f1": metric(*prompt_tail)},
+        ]))
+    report = tmp_path / "budgets" / "1000" / "pretraining_report.json"
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps({"heldout_mlm_acc_zh": 0.125, "heldout_mlm_acc_en": 0.25}))
+    plot_budget_curve(["--curve", str(tmp_path / "curve"), "--budgets", str(tmp_path / "budgets"),
+                       "--output", str(tmp_path / "out")])
+    gaps = json.loads((tmp_path / "out" / "budget_curve.json").read_text())["gaps"]
+    assert [(g["tokens"], round(g["gap"], 6)) for g in gaps] == [(0, -0.05), (1000, 0.2)]
+    assert (tmp_path / "out" / "budget_curve.md").read_text().splitlines()[-1] == "| cmid | 1,000 | 12.5 / 25.0 | +20.0 |"
+    assert (tmp_path / "out" / "budget_curve.png").read_bytes()[:4] == b"\x89PNG"
