@@ -13,9 +13,13 @@ from transformers import AutoModel, AutoModelForMaskedLM, PreTrainedModel
 def _from_pretrained(
     auto_class: type, model_name_or_path: str, **kwargs: Any
 ) -> PreTrainedModel | tuple[PreTrainedModel, dict]:
-    """``auto_class.from_pretrained`` in train mode, with errors that say what to do."""
+    """``auto_class.from_pretrained`` in float32 and train mode, with errors that say what to do.
+
+    A checkpoint stored in half precision is widened to float32: lt-tuning trains in float32
+    (or in mixed precision, which keeps float32 weights).
+    """
     try:
-        loaded = auto_class.from_pretrained(model_name_or_path, **kwargs)
+        loaded = auto_class.from_pretrained(model_name_or_path, dtype=torch.float32, **kwargs)
     except OSError as err:
         raise OSError(
             f"Cannot load {model_name_or_path!r}: give an existing local model folder or a hub name (needs internet)."
