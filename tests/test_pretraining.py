@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -217,3 +220,21 @@ def test_committed_backbone_loads_offline_and_beats_unigram(tmp_path):
     assert accuracy > baseline + 0.05, (accuracy, baseline)
     report = json.loads((BACKBONE / "pretraining_report.json").read_text())
     assert report["heldout_mlm_acc"] == pytest.approx(accuracy, abs=1e-4)  # the card's figure, re-measured
+
+
+def test_pretraining_benchmark_runs_the_same_training_both_ways(tmp_path):
+    pytest.importorskip("accelerate", reason="transformers' Trainer, the benchmark's baseline, needs accelerate")
+    require_split("cmid", "train")
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "bench_pretraining.py"), "--tasks", "cmid", "--steps", "5",
+        "--repeats", "1", "--batch-size", "4", "--max-length", "32", "--vocab-size", "500", "--hidden-size", "32",
+        "--layers", "1", "--precision", "32-true", "--results-dir", str(tmp_path), "--data-dir", str(SHARED_DATA),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "pretraining.json").read_text(encoding="utf-8"))
+    # In float32 both loops end with the same weights: the same batches, optimizer, schedule, clipping.
+    assert result["results"]["max_abs_weight_difference_after_training"] < 1e-6
+    assert result["tokens_per_step"] == 4 * 32  # full packed blocks
+    ratio = result["results"]["ratio_lt_tuning_over_transformers"]["median"]
+    assert f"**{ratio:.3f}**" in (tmp_path / "pretraining.md").read_text(encoding="utf-8")
