@@ -112,6 +112,7 @@ class MaskedLMPretrainingModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict({"val/mlm_loss": self.val_loss.compute(), "val/mlm_acc": self.val_acc.compute()}, prog_bar=True)
+        self.log("tokens_seen", float(self.tokens_seen))  # the x axis of the learning curve
         self.val_loss.reset()
         self.val_acc.reset()
 
