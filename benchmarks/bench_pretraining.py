@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--tasks", default="cmid,ctc,r52", help="datasets whose train split is the corpus")
     parser.add_argument("--steps", type=int, default=12, help="training steps per run")
     parser.add_argument("--skip", type=int, default=2, help="first steps left out of tokens/s")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32, help="the default backbone's pretraining batch")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--vocab-size", type=int, default=10000)
     parser.add_argument("--hidden-size", type=int, default=256)
