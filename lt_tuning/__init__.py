@@ -1,6 +1,6 @@
 """lt-tuning: make pretrained language models good long-tailed learners."""
 
-from lt_tuning.callbacks import PlotWriter
+from lt_tuning.callbacks import MaskedLMExport, PlotWriter
 from lt_tuning.data import (
     CMIDDataModule,
     CTCDataModule,
@@ -30,6 +30,7 @@ __all__ = [
     "LongTailedDataModule",
     "MSRADataModule",
     "MaskedLMCorpusDataModule",
+    "MaskedLMExport",
     "MaskedLMPretrainingModule",
     "PlotWriter",
     "PromptTuningModule",

@@ -114,7 +114,7 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
     # --- the corpus --------------------------------------------------------------------
 
     def _task_dir(self, task: str) -> Path:
-        return resolve_task_dir(task, self.data_root)
+        return Path(self.data_root) / task if self.data_root else resolve_task_dir(task)
 
     @cached_property
     def sources(self) -> list[dict[str, str | int]]:
