@@ -1,6 +1,10 @@
 """lt-tuning: make pretrained language models good long-tailed learners."""
 
+<<<<<<< HEAD
 from lt_tuning.callbacks import PlotWriter, TestMetricsWriter
+=======
+from lt_tuning.callbacks import MaskedLMExport, PlotWriter
+>>>>>>> pretrain
 from lt_tuning.data import (
     CMIDDataModule,
     CTCDataModule,
@@ -33,6 +37,7 @@ __all__ = [
     "LongTailedDataModule",
     "MSRADataModule",
     "MaskedLMCorpusDataModule",
+    "MaskedLMExport",
     "MaskedLMPretrainingModule",
     "PlotWriter",
     "PromptTuningModule",

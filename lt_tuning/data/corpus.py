@@ -3,13 +3,16 @@
 Texts are tokenized in batched ``datasets.map`` calls and packed into ``[CLS] ... [SEP]``
 blocks of ``max_length`` tokens (texts separated by [SEP]), so no compute goes to padding.
 A fixed share of the texts is held out, masked once with a fixed seed, and used to measure
-masked-token accuracy next to the unigram baseline (always guess the most frequent token).
+masked-token accuracy per language (Chinese and English texts apart, since their tokens are
+characters and words) next to that language's unigram baseline (always guess its most frequent
+training token).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -24,22 +27,30 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 
 from lt_tuning.data.prompt import template_words
-from lt_tuning.data.reading import DataFileError
-from lt_tuning.data.sources import cache_root
+from lt_tuning.data.reading import DataFileError, load_json_mapping, read_labelled_file
+from lt_tuning.data.sources import cache_root, resolve_task_dir
 from lt_tuning.data.tasks import (
     CMIDDataModule,
     CTCDataModule,
     IFLYTEKDataModule,
     MSRADataModule,
     R52DataModule,
-    ReleasedTaskDataModule,
+    TaskSpec,
 )
 from lt_tuning.data.vocab import train_wordpiece_tokenizer
 
-TASKS: dict[str, type[ReleasedTaskDataModule]] = {
-    module.spec.name: module
+TASKS: dict[str, TaskSpec] = {
+    module.spec.name: module.spec
     for module in (CMIDDataModule, IFLYTEKDataModule, CTCDataModule, MSRADataModule, R52DataModule)
 }
+
+#: CJK Unified Ideographs (and extension A): a text holding one of them counts as Chinese.
+_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
+
+
+def language(text: str) -> str:
+    """``"zh"`` if ``text`` holds a CJK ideograph, else ``"en"``: held-out accuracy is reported per language."""
+    return "zh" if _CJK.search(text) else "en"
 
 
 class MaskedLMCorpusDataModule(pl.LightningDataModule):
@@ -49,8 +60,8 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
         tasks: datasets of the study whose *train* split is read (never dev or test); their
             templates' words and verbalizer words are added to the vocabulary's training text,
             so that no prompt becomes [UNK].
-        data_root: folder holding ``<task>/train.tsv``; None finds each task as its DataModule
-            does (``$LT_TUNING_DATA``, the cache, or a download).
+        data_root: folder holding ``<task>/train.tsv``; None finds each task by
+            :func:`~lt_tuning.data.sources.resolve_task_dir` (``$LT_TUNING_DATA``, the cache, or a download).
         text_files: more UTF-8 text files, one text per line.
         skip_missing: skip (with a warning) a task whose train split is absent, instead of failing.
         tokenizer: an existing tokenizer (hub name or folder); None trains a WordPiece
@@ -102,9 +113,8 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
 
     # --- the corpus --------------------------------------------------------------------
 
-    def _task_module(self, task: str) -> ReleasedTaskDataModule:
-        data_dir = str(Path(self.data_root) / task) if self.data_root else None
-        return TASKS[task](data_dir=data_dir, model_name_or_path="unused")
+    def _task_dir(self, task: str) -> Path:
+        return Path(self.data_root) / task if self.data_root else resolve_task_dir(task)
 
     @cached_property
     def sources(self) -> list[dict[str, str | int]]:
@@ -115,14 +125,13 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
     def _texts(self) -> list[tuple[Path, list[str]]]:
         found = []
         for task in self.tasks:
-            module = self._task_module(task)
-            path = module.split_path("train")
+            path = self._task_dir(task) / "train.tsv"
             if not path.is_file():
                 if not self.skip_missing:
                     raise FileNotFoundError(f"{path}: the {task} train split is missing (or set skip_missing=true).")
                 warnings.warn(f"{path} is missing: the {task} train split is left out of the corpus.", stacklevel=2)
                 continue
-            columns = module.read_split("train")
+            columns = read_labelled_file(path, TASKS[task].text_fields, label_field=None, label2idx=None)
             found.append((path, [text for field in ("text_a", "text_b") for text in columns.get(field, [])]))
         for name in self.text_files:
             path = Path(name)
@@ -137,23 +146,29 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
 
     @cached_property
     def split_texts(self) -> dict[str, list[str]]:
-        """``train`` and ``heldout`` texts: a seeded random ``heldout_fraction`` of them is held out."""
+        """``train`` texts, and the held-out ones by language (``heldout_zh``, ``heldout_en``, those
+        present): a seeded random ``heldout_fraction`` of all texts is held out."""
         texts = [text for _, group in self._texts for text in group]
         order = np.random.default_rng(self.seed).permutation(len(texts))
         n_heldout = max(1, int(round(self.heldout_fraction * len(texts))))
-        return {
-            "heldout": [texts[i] for i in sorted(order[:n_heldout])],
-            "train": [texts[i] for i in sorted(order[n_heldout:])],
-        }
+        splits: dict[str, list[str]] = {"train": [texts[i] for i in sorted(order[n_heldout:])]}
+        for i in sorted(order[:n_heldout]):
+            splits.setdefault(f"heldout_{language(texts[i])}", []).append(texts[i])
+        return splits
+
+    @property
+    def languages(self) -> list[str]:
+        """Languages of the held-out texts (``zh``, ``en``)."""
+        return [split.removeprefix("heldout_") for split in self.split_texts if split != "train"]
 
     def _prompt_words(self) -> list[str]:
         """Template words and verbalizer words of the tasks: the vocabulary must cover them."""
         words = []
         for task in self.tasks:
-            module = self._task_module(task)
-            words.append(template_words(module.template_text))
-            if module.default_verbalizer_path().is_file():
-                words.extend(module.label_words.values())
+            words.append(template_words(TASKS[task].template))
+            verbalizer = self._task_dir(task) / "verbalizer.json"
+            if verbalizer.is_file():
+                words.extend(load_json_mapping(verbalizer).values())
         return words
 
     # --- tokenizer ---------------------------------------------------------------------
@@ -195,7 +210,7 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
         return {"input_ids": [block for block in blocks if len(block) > 2]}
 
     def encode(self, split: str) -> datasets.Dataset:
-        """Packed blocks of ``split`` (``train`` or ``heldout``), cached on disk."""
+        """Packed blocks of ``split`` (a key of :attr:`split_texts`), cached on disk."""
         digest = hashlib.sha256(json.dumps([
             split, self.sources, self.seed, self.heldout_fraction, self.max_length,
         ]).encode())
@@ -211,19 +226,25 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
     def collator(self, seed: int | None = None) -> DataCollatorForLanguageModeling:
         return DataCollatorForLanguageModeling(self.tokenizer, mlm_probability=self.mlm_probability, seed=seed)
 
-    def masked_heldout(self) -> list[dict[str, torch.Tensor]]:
-        """The held-out blocks, masked once with ``seed``: the same sample at every evaluation."""
-        blocks = self.encode("heldout")
+    def masked_heldout(self, language: str) -> list[dict[str, torch.Tensor]]:
+        """The held-out blocks of ``language``, masked once with ``seed``: the same sample at every evaluation."""
+        blocks = self.encode(f"heldout_{language}")
         collate = self.collator(seed=self.seed)
         return [collate([blocks[i] for i in range(start, min(start + self.batch_size, len(blocks)))])
                 for start in range(0, len(blocks), self.batch_size)]
 
-    def unigram_baseline_accuracy(self, batches: Sequence[dict[str, torch.Tensor]]) -> float:
-        """Masked-token accuracy of always guessing the most frequent training token."""
-        counts = Counter(token for ids in self.encode("train")["input_ids"] for token in ids)
-        for special in self.tokenizer.all_special_ids:
-            counts.pop(special, None)
-        top = counts.most_common(1)[0][0]
+    @cached_property
+    def _train_token_counts(self) -> dict[str, Counter]:
+        """Token counts of the training texts, by language, special tokens left out."""
+        counts: dict[str, Counter] = {}
+        tokenized = self.tokenizer(self.split_texts["train"], add_special_tokens=False)["input_ids"]
+        for text, ids in zip(self.split_texts["train"], tokenized):
+            counts.setdefault(language(text), Counter()).update(ids)
+        return counts
+
+    def unigram_baseline_accuracy(self, language: str, batches: Sequence[dict[str, torch.Tensor]]) -> float:
+        """Masked-token accuracy of always guessing the most frequent training token of ``language``."""
+        top = self._train_token_counts[language].most_common(1)[0][0]
         labels = torch.cat([batch["labels"][batch["labels"] != -100] for batch in batches])
         return float((labels == top).float().mean())
 
@@ -232,7 +253,7 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
             self.datasets["train"] = self.encode("train")
-        self.heldout_batches = self.masked_heldout()
+        self.heldout_batches = {language: self.masked_heldout(language) for language in self.languages}
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
@@ -241,7 +262,9 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.heldout_batches, batch_size=None)  # already batched and masked
+        """All held-out batches, both languages (already batched and masked)."""
+        batches = [batch for group in self.heldout_batches.values() for batch in group]
+        return DataLoader(batches, batch_size=None)
 
 
 def _sha256(path: Path) -> str:

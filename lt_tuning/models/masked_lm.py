@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
-from transformers import BertConfig, BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import BertConfig, BertForMaskedLM, PreTrainedModel
 
-from lt_tuning.data.corpus import MaskedLMCorpusDataModule
-from lt_tuning.io import atomic_write_json
 from lt_tuning.models.backbone import encoder_inputs, load_masked_lm, mlm_head
 from lt_tuning.models.base import adamw_with_warmup
 
@@ -46,9 +43,8 @@ class MaskedLMPretrainingModule(pl.LightningModule):
     """Masked-LM training whose vocabulary projection runs only at the masked positions.
 
     Batches come from :class:`~lt_tuning.data.MaskedLMCorpusDataModule` (labels -100 where
-    nothing is predicted). At the end of ``fit`` the model and the DataModule's tokenizer are
-    saved with ``save_pretrained`` to ``output_dir``: ``AutoModelForMaskedLM`` and both tuning
-    modules then load that folder with no newly initialised weights.
+    nothing is predicted). :class:`~lt_tuning.callbacks.MaskedLMExport` saves the model for
+    fine-tuning, at the end of fit and at budgets of ``tokens_seen``.
 
     Args:
         vocab_size, pad_token_id: from the tokenizer (the CLI links them from the DataModule).
@@ -56,10 +52,11 @@ class MaskedLMPretrainingModule(pl.LightningModule):
             None builds a BERT from the size arguments below.
         hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
             max_position_embeddings: the new BERT's size.
+        dropout: the new BERT's hidden and attention dropout. 0 suits a short pretraining
+            (the model underfits, it does not overfit); the saved config keeps this value.
         learning_rate, weight_decay, warmup_proportion: AdamW with linear warmup and decay.
         schedule_steps: length of that schedule; None: the trainer's step budget. Set it to
             stop early on a longer schedule (e.g. to rebuild a run cut short by ``max_time``).
-        output_dir: where ``save_pretrained`` writes at the end of fit (None: nowhere).
     """
 
     def __init__(
@@ -72,11 +69,11 @@ class MaskedLMPretrainingModule(pl.LightningModule):
         num_attention_heads: int = 4,
         intermediate_size: int = 1024,
         max_position_embeddings: int = 512,
+        dropout: float = 0.1,
         learning_rate: float = 5e-4,
         weight_decay: float = 0.01,
         warmup_proportion: float = 0.06,
         schedule_steps: int | None = None,
-        output_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -89,6 +86,7 @@ class MaskedLMPretrainingModule(pl.LightningModule):
                 vocab_size=vocab_size, pad_token_id=pad_token_id, hidden_size=hidden_size,
                 num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
                 intermediate_size=intermediate_size, max_position_embeddings=max_position_embeddings,
+                hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
             )
             self.model = BertForMaskedLM(config).train()
         self.head = mlm_head(self.model)
@@ -114,35 +112,16 @@ class MaskedLMPretrainingModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict({"val/mlm_loss": self.val_loss.compute(), "val/mlm_acc": self.val_acc.compute()}, prog_bar=True)
+        self.log("tokens_seen", float(self.tokens_seen))  # the x axis of the learning curve
         self.val_loss.reset()
         self.val_acc.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["tokens_seen"] = self.tokens_seen  # budgets of tokens go on counting after a resume
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.tokens_seen = checkpoint.get("tokens_seen", 0)
 
     def configure_optimizers(self):
         return adamw_with_warmup(self, self.hparams.learning_rate, self.hparams.weight_decay,
                                  self.hparams.warmup_proportion, self.hparams.schedule_steps)
-
-    def save_pretrained(self, output_dir: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
-        """Write the masked LM (safetensors) and ``tokenizer`` so that Auto classes load them."""
-        output_dir = Path(output_dir)
-        self.model.save_pretrained(output_dir)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(output_dir)
-        return output_dir
-
-    def on_train_end(self) -> None:
-        """Save the model, and a report of the corpus, tokens seen and held-out accuracy."""
-        if self.hparams.output_dir is None or not self.trainer.is_global_zero:
-            return
-        datamodule = self.trainer.datamodule
-        output_dir = self.save_pretrained(self.hparams.output_dir, getattr(datamodule, "tokenizer", None))
-        report = {
-            "steps": self.global_step,
-            "tokens_seen": self.tokens_seen,
-            "parameters": sum(p.numel() for p in self.model.parameters()),
-        }
-        if isinstance(datamodule, MaskedLMCorpusDataModule):  # the saved weights on the fixed held-out sample
-            batches = datamodule.heldout_batches
-            report["heldout_mlm_acc"] = masked_token_accuracy(self.model, batches)
-            report["heldout_unigram_baseline_acc"] = datamodule.unigram_baseline_accuracy(batches)
-            report["corpus"] = datamodule.sources
-        atomic_write_json(output_dir / "pretraining_report.json", report)
