@@ -1,10 +1,6 @@
 """lt-tuning: make pretrained language models good long-tailed learners."""
 
-<<<<<<< HEAD
-from lt_tuning.callbacks import PlotWriter, TestMetricsWriter
-=======
-from lt_tuning.callbacks import MaskedLMExport, PlotWriter
->>>>>>> pretrain
+from lt_tuning.callbacks import MaskedLMExport, PlotWriter, TestMetricsWriter
 from lt_tuning.data import (
     CMIDDataModule,
     CTCDataModule,

@@ -16,11 +16,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter, Callback
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lt_tuning import plots
-<<<<<<< HEAD
-from lt_tuning.data import LongTailedDataModule
-=======
 from lt_tuning.data import LongTailedDataModule, MaskedLMCorpusDataModule
->>>>>>> pretrain
 from lt_tuning.io import atomic_write_json, atomic_write_text
 from lt_tuning.models import LongTailedClassifier
 from lt_tuning.models.backbone import load_masked_lm
