@@ -8,7 +8,8 @@ at the left, one line per method, each seed a dot) and ``budget_curve.{json,md}`
 with the prompt - CLS gap per budget)::
 
     python benchmarks/plot_budget_curve.py --curve benchmarks/results/budget_curve \\
-        --budgets benchmarks/results/backbone_budgets --output docs/images
+        --budgets benchmarks/results/backbone_budgets --report examples/backbone/pretraining_report.json \\
+        --output docs/images
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ from lt_tuning.plots import save_figure
 GAP = ("prompt_tuning", "cls_tuning_tanh")  # the gap the study's claim is about: prompt - CLS
 
 
-def collect(curve: Path, budgets: Path | None) -> list[dict]:
-    """One row per (dataset, method, budget): tail F1 of each seed, and the budget's held-out accuracy."""
+def collect(curve: Path, budgets: Path | None, reports: list[Path] = ()) -> list[dict]:
+    """One row per (dataset, method, budget): tail F1 of each seed, and the budget's held-out accuracy
+    (from ``budgets/<N>/pretraining_report.json``, or a report in ``reports`` with ``tokens_seen`` N)."""
+    found = {json.loads(path.read_text())["tokens_seen"]: path for path in reports}
+    found.update({int(path.parent.name): path for path in (budgets.glob("*/pretraining_report.json") if budgets else ())})
     rows = []
     for table in sorted(curve.glob("tokens_*/table.json")):
         tokens = int(table.parent.name.removeprefix("tokens_"))
-        report = budgets / str(tokens) / "pretraining_report.json" if budgets else None
-        accuracy = json.loads(report.read_text()) if report and report.is_file() else {}
+        accuracy = json.loads(found[tokens].read_text()) if tokens in found else {}
         for row in json.loads(table.read_text()):
             rows.append({
                 "dataset": row["dataset"], "method": row["method"], "tokens": tokens,
@@ -82,9 +85,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--curve", type=Path, required=True, help="folder of tokens_<N>/table.json")
     parser.add_argument("--budgets", type=Path, help="folder of <N>/pretraining_report.json")
+    parser.add_argument("--report", type=Path, action="append", default=[],
+                        help="another pretraining_report.json (e.g. the final backbone's)")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    rows = collect(args.curve, args.budgets)
+    rows = collect(args.curve, args.budgets, args.report)
     save_figure(figure(rows), args.output / "budget_curve.png")
     lines = ["| dataset | tokens | held-out acc zh / en | prompt - CLS tail F1 |", "|---|---|---|---|"]
     for gap in gaps(rows):

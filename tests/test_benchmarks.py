@@ -42,12 +42,14 @@ def test_budget_curve_reads_tables_and_computes_the_gap(tmp_path):
             {"dataset": "cmid", "method": "cls_tuning_tanh", "tail_f1": metric(*cls_tail)},
             {"dataset": "cmid", "method": "prompt_tuning", "tail_f1": metric(*prompt_tail)},
         ]))
-    report = tmp_path / "budgets" / "1000" / "pretraining_report.json"
-    report.parent.mkdir(parents=True)
-    report.write_text(json.dumps({"heldout_mlm_acc_zh": 0.125, "heldout_mlm_acc_en": 0.25}))
+    (tmp_path / "budgets" / "0").mkdir(parents=True)  # a budget folder's report, and one given by --report
+    (tmp_path / "budgets" / "0" / "pretraining_report.json").write_text(json.dumps({"heldout_mlm_acc_zh": 0.0}))
+    report = tmp_path / "final_report.json"
+    report.write_text(json.dumps({"tokens_seen": 1000, "heldout_mlm_acc_zh": 0.125, "heldout_mlm_acc_en": 0.25}))
     plot_budget_curve(["--curve", str(tmp_path / "curve"), "--budgets", str(tmp_path / "budgets"),
-                       "--output", str(tmp_path / "out")])
+                       "--report", str(report), "--output", str(tmp_path / "out")])
     gaps = json.loads((tmp_path / "out" / "budget_curve.json").read_text())["gaps"]
     assert [(g["tokens"], round(g["gap"], 6)) for g in gaps] == [(0, -0.05), (1000, 0.2)]
-    assert (tmp_path / "out" / "budget_curve.md").read_text().splitlines()[-1] == "| cmid | 1,000 | 12.5 / 25.0 | +20.0 |"
+    assert (tmp_path / "out" / "budget_curve.md").read_text().splitlines()[-2:] == [
+        "| cmid | 0 | 0.0 | -5.0 |", "| cmid | 1,000 | 12.5 / 25.0 | +20.0 |"]
     assert (tmp_path / "out" / "budget_curve.png").read_bytes()[:4] == b"\x89PNG"
