@@ -2,7 +2,8 @@
 
 Each cell is ``--config examples/data/<dataset>.yaml --config examples/methods/<method>.yaml``
 plus the overrides given after ``--``, run in its own process under ``<output>/runs/``.
-Finished runs (a test_metrics.json present) are kept, so an interrupted sweep resumes.
+A finished run's ``run.json`` holds its command and test metrics, so the committed results are the
+whole record, and a sweep (interrupted, or on a new clone) skips the runs it has.
 The table (mean (std) over seeds of Acc / F1 / head F1 / tail F1) goes to ``<output>/table.md``
 and ``table.json``, with the exact command in ``<output>/command.txt``.
 
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 from lt_tuning.io import atomic_write_json, atomic_write_text
-from lt_tuning.results import aggregate_runs, write_table
+from lt_tuning.results import aggregate_runs, load_run, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_DEFINITIONS = ["--model.init_args.f1_over", "present", "--data.init_args.head_tail_from", "eval"]
@@ -44,7 +45,7 @@ def config_path(kind: str, name: str) -> Path:
 
 def run_cell(dataset: str, method: str, seed: int, run_dir: Path, overrides: list[str]) -> None:
     """One ``lt-tuning fit`` (then test) in a subprocess, logging into ``run_dir``."""
-    if any(run_dir.rglob("test_metrics.json")):
+    if "f1" in (json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}):
         print(f"done already: {run_dir}", flush=True)
         return
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -58,10 +59,10 @@ def run_cell(dataset: str, method: str, seed: int, run_dir: Path, overrides: lis
     with open(run_dir / "log.txt", "w", encoding="utf-8") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     seconds = time.perf_counter() - start
-    atomic_write_json(run_dir / "run.json", {
-        "dataset": dataset, "method": method, "seed": seed, "seconds": round(seconds, 1),
-        "command": shlex.join(command[1:]),
-    })
+    info = {"dataset": dataset, "method": method, "seed": seed, "seconds": round(seconds, 1),
+            "command": shlex.join(command[1:])}
+    atomic_write_json(run_dir / "run.json", info)
+    atomic_write_json(run_dir / "run.json", load_run(run_dir))  # the metrics join the record
     print(f"{dataset} {method} seed {seed}: {seconds:.0f} s", flush=True)
 
 

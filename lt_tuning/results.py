@@ -1,7 +1,8 @@
 """Aggregate finished runs into the study's table: mean (std) of Acc / F1 / head F1 / tail F1 per cell.
 
 A run directory holds ``run.json`` (its cell: any keys, e.g. ``dataset``, ``method``, ``seed``)
-and, anywhere below it, the ``test_metrics.json`` that the CLI writes after testing (``TestMetricsWriter``).
+and, anywhere below it, the ``test_metrics.json`` that the CLI writes after testing (``TestMetricsWriter``),
+unless ``run.json`` holds the metrics already (``benchmarks/reproduce.py`` merges them into it).
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ HEADERS = {"acc": "Acc", "f1": "F1", "head_f1": "Head F1", "tail_f1": "Tail F1"}
 
 
 def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """``run.json`` of ``run_dir`` merged with its newest ``test_metrics.json`` (``test/`` prefix dropped)."""
+    """``run.json`` of ``run_dir``, merged with its newest ``test_metrics.json`` (``test/`` prefix dropped)
+    unless it holds the metrics already."""
     run_dir = Path(run_dir)
     info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    if "f1" in info:
+        return info
     found = sorted(run_dir.rglob("test_metrics.json"), key=lambda path: path.stat().st_mtime)
     if not found:
         raise FileNotFoundError(f"{run_dir}: no test_metrics.json below it; did the run finish its test?")

@@ -68,3 +68,8 @@ def test_reproduce_script_runs_cells_and_writes_table(tmp_path, tiny_bert_dir):
     assert (out / "command.txt").read_text().startswith("python benchmarks/reproduce.py --datasets cmid")
     run = json.loads((out / "runs" / "cmid-cls_tuning_tanh-1" / "run.json").read_text())
     assert "--model.init_args.f1_over present --data.init_args.head_tail_from eval" in run["command"]  # the study's
+    assert run["tail_f1"] == rows[0]["tail_f1"]["values"][0]  # run.json is the whole record: metrics included
+    for log in out.rglob("test_metrics.json"):
+        log.unlink()
+    again = subprocess.run(command, check=True, cwd=tmp_path, capture_output=True, text=True)
+    assert "done already" in again.stdout and json.loads((out / "table.json").read_text()) == rows
