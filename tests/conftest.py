@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,23 @@ def _offline_and_isolated(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LT_TUNING_CACHE", str(tmp_path_factory.getbasetemp() / "lt_cache"))
     monkeypatch.delenv("LT_TUNING_DATA", raising=False)
     monkeypatch.setenv("LT_TUNING_DATA_URL", "file:///nonexistent-lt-tuning-release")
+
+
+@pytest.fixture
+def run_script(monkeypatch):
+    """``run_script("bench_x.py", *args)`` runs ``benchmarks/bench_x.py`` as ``python bench_x.py args``,
+    in this process: no new interpreter has to import torch again. Torch's thread count is restored."""
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+
+    def run(name: str, *args) -> None:
+        monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
+        runpy.run_path(str(ROOT / "benchmarks" / name), run_name="__main__")
+
+    yield run
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -234,16 +231,12 @@ def test_budget_checkpoints_share_the_tokenizer_and_grow_in_tokens():
         assert not info["missing_keys"] and model.config.vocab_size == len(AutoTokenizer.from_pretrained(BACKBONE))
 
 
-def test_pretraining_benchmark_runs_the_same_training_both_ways(tmp_path):
+def test_pretraining_benchmark_runs_the_same_training_both_ways(tmp_path, run_script):
     pytest.importorskip("accelerate", reason="transformers' Trainer, the benchmark's baseline, needs accelerate")
     require_split("cmid", "train")
-    command = [
-        sys.executable, str(ROOT / "benchmarks" / "bench_pretraining.py"), "--tasks", "cmid", "--steps", "5",
-        "--repeats", "1", "--batch-size", "4", "--max-length", "32", "--vocab-size", "500", "--hidden-size", "32",
-        "--layers", "1", "--precision", "32-true", "--results-dir", str(tmp_path), "--data-dir", str(SHARED_DATA),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_script("bench_pretraining.py", "--tasks", "cmid", "--steps", "5", "--repeats", "1", "--batch-size", "4",
+               "--max-length", "32", "--vocab-size", "500", "--hidden-size", "32", "--layers", "1",
+               "--precision", "32-true", "--results-dir", tmp_path, "--data-dir", SHARED_DATA)
     result = json.loads((tmp_path / "pretraining.json").read_text(encoding="utf-8"))
     # In float32 both loops end with the same weights: the same batches, optimizer, schedule, clipping.
     assert result["results"]["max_abs_weight_difference_after_training"] < 1e-6

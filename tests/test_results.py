@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, SHARED_DATA
+from conftest import SHARED_DATA
 
 from lt_tuning.results import aggregate_runs, format_table, load_run
 
@@ -49,16 +47,15 @@ def test_unfinished_run_is_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_reproduce_script_runs_cells_and_writes_table(tmp_path, tiny_bert_dir):
+def test_reproduce_script_runs_cells_and_writes_table(tmp_path, tiny_bert_dir, run_script, capsys):
     out = tmp_path / "out"
-    command = [
-        sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--datasets", "cmid",
-        "--methods", "cls_tuning_tanh", "--seeds", "1", "--output", str(out), "--",
-        "--data.init_args.model_name_or_path", tiny_bert_dir, "--data.init_args.data_dir", str(SHARED_DATA / "cmid"),
-        "--data.init_args.limit_examples", "48", "--data.init_args.cache_dir", str(tmp_path / "cache"),
+    args = [
+        "--datasets", "cmid", "--methods", "cls_tuning_tanh", "--seeds", "1", "--output", out, "--",
+        "--data.init_args.model_name_or_path", tiny_bert_dir, "--data.init_args.data_dir", SHARED_DATA / "cmid",
+        "--data.init_args.limit_examples", "48", "--data.init_args.cache_dir", tmp_path / "cache",
         "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
     ]
-    subprocess.run(command, check=True, cwd=tmp_path, capture_output=True)
+    run_script("reproduce.py", *args)
     rows = json.loads((out / "table.json").read_text())
     assert [(row["dataset"], row["method"], row["n"], row["seeds"]) for row in rows] == [
         ("cmid", "cls_tuning_tanh", 1, [1])
@@ -71,5 +68,6 @@ def test_reproduce_script_runs_cells_and_writes_table(tmp_path, tiny_bert_dir):
     assert run["tail_f1"] == rows[0]["tail_f1"]["values"][0]  # run.json is the whole record: metrics included
     for log in out.rglob("test_metrics.json"):
         log.unlink()
-    again = subprocess.run(command, check=True, cwd=tmp_path, capture_output=True, text=True)
-    assert "done already" in again.stdout and json.loads((out / "table.json").read_text()) == rows
+    capsys.readouterr()
+    run_script("reproduce.py", *args)  # as on a new clone: the committed run.json is enough
+    assert "done already" in capsys.readouterr().out and json.loads((out / "table.json").read_text()) == rows
