@@ -155,7 +155,7 @@ def main() -> None:
             same, same_fast = 0, 0
             for split in SPLITS:
                 ours_ids = state["encoded"][split]["input_ids"]
-                ours_mask = state["encoded"][split]["mask_pos"]
+                ours_mask = state["encoded"][split]["mask_positions"]
                 pairs = zip(ours_ids, ours_mask, state["reference"][split], state["fast_loop"][split])
                 for ids, pos, ref, loop in pairs:
                     same += ids == ref.text_indices and pos == ref.mask_position[0]

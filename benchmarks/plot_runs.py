@@ -24,7 +24,6 @@ from lt_tuning.data import LongTailedDataModule
 from lt_tuning.models import LongTailedClassifier
 from lt_tuning.plots import (
     class_distribution_figure,
-    class_weight_norms,
     per_class_f1_figure,
     save_figure,
     weight_norms_figure,
@@ -55,7 +54,7 @@ def main() -> None:
     for item in args.run:
         name, folder = item.split("=", 1)
         datamodule, module, f1s[name] = load_run(Path(folder))
-        norms[name] = class_weight_norms(module)
+        norms[name] = module.class_weight_norms()
     # The counts that split the test metrics: the training split's, or the test split's own (the study's rule).
     counts = datamodule.metric_class_counts or datamodule.class_counts("test")
     ratio, names = datamodule.head_tail_ratio, datamodule.label_names

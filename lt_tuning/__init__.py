@@ -15,7 +15,6 @@ from lt_tuning.early_stopping import EpochPatienceEarlyStopping
 from lt_tuning.models import ClsTuningModule, MaskedLMPretrainingModule, PromptTuningModule
 from lt_tuning.plots import (
     class_distribution_figure,
-    class_weight_norms,
     per_class_f1_figure,
     save_figure,
     weight_norms_figure,
@@ -42,7 +41,6 @@ __all__ = [
     "TextClassificationDataModule",
     "Verbalizer",
     "class_distribution_figure",
-    "class_weight_norms",
     "per_class_f1_figure",
     "save_figure",
     "weight_norms_figure",

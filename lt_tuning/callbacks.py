@@ -118,7 +118,7 @@ class PlotWriter(Callback):
     """After a test, save the head-to-tail figures of :mod:`lt_tuning.plots` as PNGs.
 
     ``class_distribution.png`` (training examples per class), ``per_class_f1.png`` (the test's
-    per-class F1) and ``weight_norms.png`` (:func:`~lt_tuning.plots.class_weight_norms`), all
+    per-class F1) and ``weight_norms.png`` (the module's ``class_weight_norms``), all
     in training-count order with the head/tail boundary of the DataModule's ratio. With
     ``head_tail_from="eval"`` (no training counts for the metrics) the test split's counts
     order the classes, as they split the test metrics. Written by the global-zero process.
@@ -155,7 +155,7 @@ class PlotWriter(Callback):
         return dict(zip(self.FILES, (
             plots.class_distribution_figure(counts, ratio, names),
             plots.per_class_f1_figure({run: module.last_test_metrics["test/per_class_f1"]}, counts, ratio, names),
-            plots.weight_norms_figure({run: plots.class_weight_norms(module)}, counts, ratio, names),
+            plots.weight_norms_figure({run: module.class_weight_norms()}, counts, ratio, names),
         )))
 
 

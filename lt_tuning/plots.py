@@ -22,7 +22,6 @@ from matplotlib.figure import Figure
 
 from lt_tuning.io import atomic_open
 from lt_tuning.metrics import head_tail_split
-from lt_tuning.models import LongTailedClassifier
 
 Values = Sequence[float] | np.ndarray | torch.Tensor
 Runs = Mapping[str, Values] | Values
@@ -84,21 +83,13 @@ def per_class_f1_figure(
 def weight_norms_figure(
     norms: Runs, counts: Sequence[int] | torch.Tensor, ratio: float, label_names: Sequence[str] | None = None
 ) -> Figure:
-    """Per-class classifier weight norms head to tail (see :func:`class_weight_norms`), one series per run.
+    """Per-class classifier weight norms head to tail, one series per run (``{"CLS-tuning":
+    module.class_weight_norms(), ...}``, see :meth:`~lt_tuning.models.LongTailedClassifier.class_weight_norms`).
 
     A classifier whose norms fall from head to tail favours head classes; the study shows
     CLS-tuning's do and prompt-tuning's do much less.
     """
     return _per_class_figure(norms, counts, ratio, label_names, "weight L2 norm", "Per-class weight norm")
-
-
-def class_weight_norms(module: LongTailedClassifier) -> torch.Tensor:
-    """L2 norm of each class's weight vector in the module's output layer (biases left out), ``[C]``
-    float on the CPU: a detached copy of :meth:`~lt_tuning.models.LongTailedClassifier.class_weight_norms`."""
-    if not isinstance(module, LongTailedClassifier):
-        raise TypeError(f"class_weight_norms takes a lt-tuning classifier module, got {type(module).__name__}.")
-    with torch.no_grad():
-        return module.class_weight_norms().float().cpu()
 
 
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
@@ -125,7 +116,7 @@ def _per_class_figure(
     width = 0.8 / len(runs)
     for i, (name, values) in enumerate(runs.items()):
         if isinstance(values, torch.Tensor):
-            values = values.detach().cpu()
+            values = values.detach().float().cpu()
         values = np.asarray(values, dtype=np.float64)
         if values.shape != (len(order),):
             raise ValueError(f"Run {name!r} has values of shape {values.shape} for {len(order)} classes.")

@@ -83,7 +83,7 @@ def test_dev_split_encodes_in_both_formats(task, zh_tokenizer_dir, tmp_path):
     mask_id = dm.tokenizer.mask_token_id
     for row in prompt.select(range(0, len(prompt), 50)):
         assert len(row["input_ids"]) <= dm.max_length
-        assert row["input_ids"].count(mask_id) == 1 and row["input_ids"][row["mask_pos"]] == mask_id
+        assert row["input_ids"].count(mask_id) == 1 and row["input_ids"][row["mask_positions"]] == mask_id
     assert max(len(ids) for ids in cls["input_ids"]) <= dm.max_length
     assert dm.verbalizer.num_classes == dm.num_classes  # every verbalizer word is in the vocabulary
 
@@ -156,7 +156,7 @@ def test_cls_encoding_pair_exact_ids(tmp_path, tiny_dir):
     assert row["token_type_ids"] == [0, 0, 0, 0, 1, 1, 1, 1]
     prompt = dm.encode("train", "prompt")[0]
     assert prompt["input_ids"] == [2, *ids_of("头 痛 。 怎 么 办 是"), 4, *ids_of("。"), 3]
-    assert prompt["mask_pos"] == 8
+    assert prompt["mask_positions"] == 8
 
 
 def test_prompt_encoding_exact_ids(tmp_path, tiny_dir):
@@ -164,7 +164,7 @@ def test_prompt_encoding_exact_ids(tmp_path, tiny_dir):
     row = dm.encode("train", "prompt")[0]
     expected = [2, *ids_of("头 痛 怎 么 办 ？ 这 个 问 题 的 意 图 是"), 4, *ids_of("。"), 3]
     assert row["input_ids"] == expected
-    assert row["mask_pos"] == 15 and row["label"] == 1
+    assert row["mask_positions"] == 15 and row["label"] == 1
 
 
 def test_pseudo_tokens_become_tokens(tmp_path, tiny_dir):
@@ -191,7 +191,7 @@ def test_truncation_keeps_template_and_mask(tmp_path, tiny_dir):
     dm = tiny_module(tmp_path, tiny_dir, [[long_text, "治疗"]], max_length=32)
     row = dm.encode("train", "prompt")[0]
     assert len(row["input_ids"]) == 32
-    assert row["input_ids"][row["mask_pos"]] == 4 and row["mask_pos"] == 29
+    assert row["input_ids"][row["mask_positions"]] == 4 and row["mask_positions"] == 29
     assert row["input_ids"][-3:] == [4, *ids_of("。"), 3]
     assert row["input_ids"][1:15] == ids_of("头 痛 怎 么 办 头 痛 怎 么 办 头 痛 怎 么")  # text kept from its start
     cls = dm.encode("train", "cls")[0]

@@ -71,7 +71,7 @@ def test_decoupled_embeddings_are_untied(tiny_bert_dir):
 def test_eta_norm_changes_logits_only_at_inference(tiny_bert_dir):
     torch.manual_seed(0)
     plain = ClsTuningModule(tiny_bert_dir, num_classes=3, dropout=0.0)
-    normed = ClsTuningModule(tiny_bert_dir, num_classes=3, dropout=0.0, eta_norm=True, eta=1.1)
+    normed = ClsTuningModule(tiny_bert_dir, num_classes=3, dropout=0.0, tau_norm=1.1)  # eta-norm
     batch = prompt_batch(plain.encoder.config.vocab_size)
     batch.pop("mask_positions")
     with torch.no_grad():  # classes 0, 1, 2 get weights 20u, u, -u along the mean feature u
@@ -103,10 +103,10 @@ def test_focal_losses_match_closed_forms():
     p = [math.exp(2.0) / z[0], 1.0 / z[1]]
     published = sum(-((1 - q) ** 2) * math.log(q) for q in p) / 2
     reference = sum(-(1 - math.log(q)) * math.log(q) for q in p) / 2
-    assert focal_loss(logits, target, gamma=2.0).item() == pytest.approx(published, rel=1e-6)
-    assert focal_loss_reference(logits, target, gamma=1.0).item() == pytest.approx(reference, rel=1e-6)
+    assert focal_loss(logits, target, gamma=2.0).mean().item() == pytest.approx(published, rel=1e-6)
+    assert focal_loss_reference(logits, target, gamma=1.0).mean().item() == pytest.approx(reference, rel=1e-6)
     cross_entropy = sum(-math.log(q) for q in p) / 2
-    assert focal_loss(logits, target, gamma=0.0).item() == pytest.approx(cross_entropy, rel=1e-6)
+    assert focal_loss(logits, target, gamma=0.0).mean().item() == pytest.approx(cross_entropy, rel=1e-6)
     assert classification_loss(logits, target).item() == pytest.approx(cross_entropy, rel=1e-6)
     assert classification_loss(logits, target, "focal_reference", 1.0).item() == pytest.approx(reference, rel=1e-6)
 

@@ -18,7 +18,6 @@ from lt_tuning import (
     PlotWriter,
     PromptTuningModule,
     class_distribution_figure,
-    class_weight_norms,
     per_class_f1_figure,
     weight_norms_figure,
 )
@@ -86,8 +85,7 @@ def test_unrenderable_label_names_fall_back_to_class_indices():
 def test_class_weight_norms_match_hand_computed_norms(tiny_bert_dir):
     cls = ClsTuningModule(tiny_bert_dir, num_classes=3)
     rows = cls.head[-1].weight.tolist()
-    norms = class_weight_norms(cls)
-    assert norms.device.type == "cpu" and not norms.requires_grad
+    norms = cls.class_weight_norms()
     assert norms.tolist() == pytest.approx([math.sqrt(sum(w * w for w in row)) for row in rows], rel=1e-6)
 
     prompt = prompt_module(tiny_bert_dir)
@@ -96,12 +94,12 @@ def test_class_weight_norms_match_hand_computed_norms(tiny_bert_dir):
     for word in VERBALIZER:  # the class weight is the mean of the word's token embeddings
         mean = [sum(embeddings[t][i] for t in word) / len(word) for i in range(len(embeddings[0]))]
         expected.append(math.sqrt(sum(v * v for v in mean)))
-    assert class_weight_norms(prompt).tolist() == pytest.approx(expected, rel=1e-6)
+    assert prompt.class_weight_norms().tolist() == pytest.approx(expected, rel=1e-6)
+    ax = weight_norms_figure({"cls": norms, "prompt": prompt.class_weight_norms()}, [3, 1, 2], 0.65).axes[0]
+    assert [h for _, h in bars(ax.containers[0])] == pytest.approx([norms.tolist()[i] for i in (0, 2, 1)])  # head to tail
 
     with pytest.raises(ValueError, match="no verbalizer"):
-        class_weight_norms(PromptTuningModule(tiny_bert_dir, num_classes=3))
-    with pytest.raises(TypeError):
-        class_weight_norms(torch.nn.Linear(2, 3))
+        PromptTuningModule(tiny_bert_dir, num_classes=3).class_weight_norms()
 
 
 def test_plot_writer_orders_by_test_counts_when_metrics_split_on_each_set(tmp_path, tiny_bert_dir):

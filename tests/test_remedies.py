@@ -57,12 +57,6 @@ def test_tau_normalize_closed_form():
     torch.testing.assert_close(tau_normalize(logits, norms, 0.5), torch.tensor([[2.0, 1.0]]))
 
 
-def test_eta_norm_is_tau_norm(tiny_bert_dir):
-    assert ClsTuningModule(tiny_bert_dir, 3, eta_norm=True, eta=1.1).hparams.tau_norm == 1.1
-    with pytest.raises(ValueError, match="not both"):
-        ClsTuningModule(tiny_bert_dir, 3, eta_norm=True, tau_norm=1.0)
-
-
 def test_remedies_need_priors(tiny_bert_dir):
     with pytest.raises(ValueError, match="train_class_counts"):
         ClsTuningModule(tiny_bert_dir, 3, logit_adjustment="loss")

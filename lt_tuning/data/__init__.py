@@ -1,7 +1,6 @@
 """Long-tailed datasets as LightningDataModules, and prompt templates."""
 
 from lt_tuning.data.corpus import MaskedLMCorpusDataModule
-from lt_tuning.data.collate import PadCollator
 from lt_tuning.data.datamodule import LongTailedDataModule
 from lt_tuning.data.prompt import Template, add_pseudo_tokens
 from lt_tuning.data.reading import DataFileError, read_labelled_file
@@ -28,7 +27,6 @@ __all__ = [
     "LongTailedDataModule",
     "MaskedLMCorpusDataModule",
     "MSRADataModule",
-    "PadCollator",
     "R52DataModule",
     "RELEASE_URL",
     "ReleasedTaskDataModule",

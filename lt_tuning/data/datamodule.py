@@ -16,9 +16,8 @@ from typing import Any, Literal
 import datasets
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
-from transformers import PreTrainedTokenizerBase
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from lt_tuning.data.collate import PadCollator
 from lt_tuning.data.encoding import InputFormat, encode_columns, load_tokenizer
 from lt_tuning.data.labels import load_label_names, load_label_words
 from lt_tuning.data.loaders import ResumableDataLoader, eval_loader, train_loader
@@ -270,7 +269,8 @@ class LongTailedDataModule(pl.LightningDataModule):
         warn_absent_classes(where, self.label_names, self.class_counts(split), what, consequence)
 
     def _loader_kwargs(self) -> dict[str, Any]:
-        collate = PadCollator(self.tokenizer.pad_token_id, "token_type_ids" in self.tokenizer.model_input_names)
+        # Pads each batch to its longest row; ``label`` arrives as ``labels``.
+        collate = DataCollatorWithPadding(self.tokenizer)
         return {"num_workers": self.num_workers, "collate_fn": collate, "persistent_workers": self.num_workers > 0}
 
     def _eval_loader(self, split: str) -> DataLoader:

@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 from lt_tuning.data.prompt import Template, add_pseudo_tokens, truncate_longest_first
 
 InputFormat = Literal["cls", "prompt"]
-_CACHE_VERSION = "2"  # 2: CLS pairs truncated by the study's tie rule
+_CACHE_VERSION = "3"  # 2: CLS pairs truncated by the study's tie rule; 3: mask_positions
 
 
 def load_tokenizer(model_name_or_path: str, template: str) -> PreTrainedTokenizerBase:
@@ -38,7 +38,7 @@ def load_tokenizer(model_name_or_path: str, template: str) -> PreTrainedTokenize
 
 def encode_columns(columns: dict[str, list], tokenizer: PreTrainedTokenizerBase, template: Template | None,
                    max_length: int, cache_file: Path, identity: list[Any]) -> datasets.Dataset:
-    """``columns`` with their texts replaced by ``input_ids`` (and ``mask_pos``), plus ``index``.
+    """``columns`` with their texts replaced by ``input_ids`` (and ``mask_positions``), plus ``index``.
 
     Prompt format when ``template`` is given, else CLS format. ``cache_file`` gets a suffix that
     hashes ``identity`` (what the rows are) with the tokenizer and the encoding settings.
@@ -74,7 +74,7 @@ def _encode_batch(
     ids_a = tokenizer(batch["text_a"], add_special_tokens=False)["input_ids"]
     ids_b = tokenizer(text_b, add_special_tokens=False)["input_ids"] if text_b is not None else [None] * len(ids_a)
     input_ids = [template.encode(a, b, max_length) for a, b in zip(ids_a, ids_b)]
-    return {"input_ids": input_ids, "mask_pos": [ids.index(tokenizer.mask_token_id) for ids in input_ids]}
+    return {"input_ids": input_ids, "mask_positions": [ids.index(tokenizer.mask_token_id) for ids in input_ids]}
 
 
 def _truncate_pair(encoded: BatchEncoding, index: int, budget: int) -> dict[str, list[int]]:

@@ -24,11 +24,9 @@ class ClsTuningModule(LongTailedClassifier):
             ``pretrained`` ("w/ pt. LN": the MLM head's shape, Linear -> act -> LayerNorm ->
             Linear, no dropout, the LayerNorm copied from the pretrained MLM head's transform).
         use_prompt: "w/ prompt": feed prompt-format input and classify the [MASK] hidden state.
-        eta_norm: "w/ eta-norm": at inference only, divide each class logit (bias included, as
-            the study's code does) by ``||w_c||^eta``, w_c the last Linear's row. The study's
-            name for ``tau_norm=eta`` (tau-normalisation, see :class:`LongTailedClassifier`).
         dropout: dropout probability inside the head.
-    Other arguments: see :class:`LongTailedClassifier`.
+    Other arguments: see :class:`LongTailedClassifier`; the study's "w/ eta-norm" is its
+    ``tau_norm=1.1`` (each class logit, bias included, divided by ``||w_c||^1.1`` at inference).
     """
 
     def __init__(
@@ -38,15 +36,9 @@ class ClsTuningModule(LongTailedClassifier):
         activation: Literal["tanh", "relu"] = "tanh",
         layer_norm: Literal["none", "fresh", "pretrained"] = "none",
         use_prompt: bool = False,
-        eta_norm: bool = False,
-        eta: float = 1.1,
         dropout: float = 0.1,
         **kwargs: Any,
     ) -> None:
-        if eta_norm:
-            if kwargs.get("tau_norm") is not None:
-                raise ValueError("Give eta_norm/eta or tau_norm, not both: eta-norm is tau_norm=eta.")
-            kwargs["tau_norm"] = eta
         super().__init__(model_name_or_path, num_classes, **kwargs)
         self.input_format = "prompt" if use_prompt else "cls"
         if layer_norm == "pretrained":
