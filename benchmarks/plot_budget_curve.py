@@ -5,7 +5,7 @@ Reads the tables that ``benchmarks/reproduce.py`` wrote for each pretraining bud
 each budget's ``pretraining_report.json`` (held-out masked-token accuracy). Writes
 ``budget_curve.png`` (one panel per dataset, tail F1 against tokens on a log axis with budget 0
 at the left, one line per method, each seed a dot) and ``budget_curve.{json,md}`` (the numbers,
-with the prompt - CLS gap per budget)::
+with the prompt - CLS gap per budget: of the means, and per seed, a seed's prompt run against its CLS run)::
 
     python benchmarks/plot_budget_curve.py --curve benchmarks/results/budget_curve \\
         --budgets benchmarks/results/backbone_budgets --report examples/backbone/pretraining_report.json \\
@@ -38,7 +38,7 @@ def collect(curve: Path, budgets: Path | None, reports: list[Path] = ()) -> list
         for row in json.loads(table.read_text()):
             rows.append({
                 "dataset": row["dataset"], "method": row["method"], "tokens": tokens,
-                "tail_f1": row["tail_f1"]["values"], "tail_f1_mean": row["tail_f1"]["mean"],
+                "seeds": row["seeds"], "tail_f1": row["tail_f1"]["values"], "tail_f1_mean": row["tail_f1"]["mean"],
                 "heldout_mlm_acc": {lang: accuracy[f"heldout_mlm_acc_{lang}"] for lang in ("zh", "en")
                                     if f"heldout_mlm_acc_{lang}" in accuracy},
             })
@@ -48,14 +48,20 @@ def collect(curve: Path, budgets: Path | None, reports: list[Path] = ()) -> list
 
 
 def gaps(rows: list[dict]) -> list[dict]:
-    """Prompt - CLS tail F1 (means over seeds) for each dataset and budget that has both."""
-    means = {(row["dataset"], row["method"], row["tokens"]): row for row in rows}
-    return [
-        {"dataset": dataset, "tokens": tokens, "heldout_mlm_acc": row["heldout_mlm_acc"],
-         "gap": row["tail_f1_mean"] - means[(dataset, GAP[1], tokens)]["tail_f1_mean"]}
-        for (dataset, method, tokens), row in means.items()
-        if method == GAP[0] and (dataset, GAP[1], tokens) in means
-    ]
+    """Prompt - CLS tail F1 for each dataset and budget that has both: of the means over seeds
+    (``gap``), and seed by seed for the seeds both have (``gap_by_seed``)."""
+    cells = {(row["dataset"], row["method"], row["tokens"]): row for row in rows}
+    found = []
+    for (dataset, method, tokens), prompt in cells.items():
+        cls = cells.get((dataset, GAP[1], tokens))
+        if method != GAP[0] or cls is None:
+            continue
+        cls_by_seed = dict(zip(cls["seeds"], cls["tail_f1"]))
+        found.append({"dataset": dataset, "tokens": tokens, "heldout_mlm_acc": prompt["heldout_mlm_acc"],
+                      "gap": prompt["tail_f1_mean"] - cls["tail_f1_mean"],
+                      "gap_by_seed": {seed: value - cls_by_seed[seed]
+                                      for seed, value in zip(prompt["seeds"], prompt["tail_f1"]) if seed in cls_by_seed}})
+    return found
 
 
 def figure(rows: list[dict]) -> Figure:
@@ -91,10 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = collect(args.curve, args.budgets, args.report)
     save_figure(figure(rows), args.output / "budget_curve.png")
-    lines = ["| dataset | tokens | held-out acc zh / en | prompt - CLS tail F1 |", "|---|---|---|---|"]
+    lines = ["| dataset | tokens | held-out acc zh / en | prompt - CLS tail F1 | by seed |", "|---|---|---|---|---|"]
     for gap in gaps(rows):
         acc = " / ".join(f"{100 * v:.1f}" for v in gap["heldout_mlm_acc"].values()) or "-"
-        lines.append(f"| {gap['dataset']} | {gap['tokens']:,} | {acc} | {100 * gap['gap']:+.1f} |")
+        by_seed = ", ".join(f"{seed}: {100 * value:+.1f}" for seed, value in gap["gap_by_seed"].items())
+        lines.append(f"| {gap['dataset']} | {gap['tokens']:,} | {acc} | {100 * gap['gap']:+.1f} | {by_seed} |")
     atomic_write_json(args.output / "budget_curve.json", {"rows": rows, "gaps": gaps(rows)})
     atomic_write_text(args.output / "budget_curve.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

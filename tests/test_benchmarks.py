@@ -29,13 +29,13 @@ def test_budget_curve_reads_tables_and_computes_the_gap(tmp_path):
     def metric(*values):
         return {"mean": sum(values) / len(values), "values": list(values)}
 
+    def cell(method, tail, seeds=(1, 2)):
+        return {"dataset": "cmid", "method": method, "seeds": list(seeds), "tail_f1": metric(*tail)}
+
     for tokens, cls_tail, prompt_tail in ((0, (0.10, 0.20), (0.10, 0.10)), (1000, (0.20, 0.20), (0.30, 0.50))):
         table = tmp_path / "curve" / f"tokens_{tokens}" / "table.json"
         table.parent.mkdir(parents=True)
-        table.write_text(json.dumps([
-            {"dataset": "cmid", "method": "cls_tuning_tanh", "tail_f1": metric(*cls_tail)},
-            {"dataset": "cmid", "method": "prompt_tuning", "tail_f1": metric(*prompt_tail)},
-        ]))
+        table.write_text(json.dumps([cell("cls_tuning_tanh", cls_tail), cell("prompt_tuning", prompt_tail, (2, 1))]))
     (tmp_path / "budgets" / "0").mkdir(parents=True)  # a budget folder's report, and one given by --report
     (tmp_path / "budgets" / "0" / "pretraining_report.json").write_text(json.dumps({"heldout_mlm_acc_zh": 0.0}))
     report = tmp_path / "final_report.json"
@@ -44,6 +44,7 @@ def test_budget_curve_reads_tables_and_computes_the_gap(tmp_path):
                        "--report", str(report), "--output", str(tmp_path / "out")])
     gaps = json.loads((tmp_path / "out" / "budget_curve.json").read_text())["gaps"]
     assert [(g["tokens"], round(g["gap"], 6)) for g in gaps] == [(0, -0.05), (1000, 0.2)]
+    # prompt's seeds come as (2, 1): seed 1's gap pairs prompt 0.10 with CLS 0.10, seed 2's 0.10 with 0.20
     assert (tmp_path / "out" / "budget_curve.md").read_text().splitlines()[-2:] == [
-        "| cmid | 0 | 0.0 | -5.0 |", "| cmid | 1,000 | 12.5 / 25.0 | +20.0 |"]
+        "| cmid | 0 | 0.0 | -5.0 | 2: -10.0, 1: +0.0 |", "| cmid | 1,000 | 12.5 / 25.0 | +20.0 | 2: +10.0, 1: +30.0 |"]
     assert (tmp_path / "out" / "budget_curve.png").read_bytes()[:4] == b"\x89PNG"
