@@ -43,9 +43,14 @@ def config_path(kind: str, name: str) -> Path:
     return path if path.suffix in (".yaml", ".yml") else ROOT / "examples" / kind / f"{name}.yaml"
 
 
+def finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run: a ``run.json`` with its test metrics."""
+    return (run_dir / "run.json").is_file() and "f1" in json.loads((run_dir / "run.json").read_text())
+
+
 def run_cell(dataset: str, method: str, seed: int, run_dir: Path, overrides: list[str]) -> None:
     """One ``lt-tuning fit`` (then test) in a subprocess, logging into ``run_dir``."""
-    if "f1" in (json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}):
+    if finished(run_dir):
         print(f"done already: {run_dir}", flush=True)
         return
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -74,20 +79,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", required=True, help="names in examples/methods or YAML paths")
     parser.add_argument("--seeds", nargs="+", type=int, default=[775, 776, 777])
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--table-only", action="store_true",
+                        help="run nothing: the table of the finished runs, naming the cells' runs still missing")
     args = parser.parse_args(argv[:split])
     overrides = argv[split + 1 :]
-    run_dirs = []
+    run_dirs, missing = [], []
     for dataset in args.datasets:
         for method in args.methods:
             for seed in args.seeds:
                 run_dir = args.output / "runs" / f"{Path(dataset).stem}-{Path(method).stem}-{seed}"
+                if args.table_only and not finished(run_dir):
+                    missing.append(run_dir.name)
+                    continue
                 run_cell(Path(dataset).stem, Path(method).stem, seed, run_dir, overrides)
                 run_dirs.append(run_dir)
     rows = aggregate_runs(run_dirs)
-    command = shlex.join(["python", "benchmarks/reproduce.py", *argv])
+    command = shlex.join(["python", "benchmarks/reproduce.py", *(arg for arg in argv if arg != "--table-only")])
     atomic_write_text(args.output / "command.txt", command + "\n")
     seconds = sum(json.loads((d / "run.json").read_text())["seconds"] for d in run_dirs)
     preamble = f"Command: `{command}`\n\nRuns: {len(run_dirs)}, {seconds / 60:.1f} min of training and testing.\n\n"
+    if missing:
+        preamble += f"Not run yet ({len(missing)}; the command runs them): {', '.join(missing)}.\n\n"
     json_path, md_path = write_table(rows, args.output / "table", preamble=preamble)
     print(md_path.read_text(encoding="utf-8"))
     print(f"wrote {json_path} and {md_path}")

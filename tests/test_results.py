@@ -71,3 +71,7 @@ def test_reproduce_script_runs_cells_and_writes_table(tmp_path, tiny_bert_dir, r
     capsys.readouterr()
     run_script("reproduce.py", *args)  # as on a new clone: the committed run.json is enough
     assert "done already" in capsys.readouterr().out and json.loads((out / "table.json").read_text()) == rows
+    run_script("reproduce.py", *args[:6], "2", *args[6:8], "--table-only", *args[8:])  # seeds 1 2: 2 never ran
+    assert json.loads((out / "table.json").read_text()) == rows
+    assert "Not run yet (1; the command runs them): cmid-cls_tuning_tanh-2." in (out / "table.md").read_text()
+    assert "--table-only" not in (out / "command.txt").read_text()
