@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -420,27 +421,27 @@ def test_two_process_ddp_validation_equals_one_process(tmp_path, tiny_bert_dir):
 
 # --- atomic files -------------------------------------------------------------------------
 
-KILLED_WRITER = """
-import sys, time
-from lt_tuning.io import atomic_open
-with atomic_open(sys.argv[1]) as out:
-    out.write(b"half of the new conte")
-    out.flush()
-    print("writing", flush=True)
-    time.sleep(600)
-"""
+def _write_half_and_wait(path, ready) -> None:
+    with atomic_open(path) as out:
+        out.write(b"half of the new conte")
+        out.flush()
+        ready.set()
+        time.sleep(600)
 
 
 def test_a_kill_mid_write_leaves_the_old_file_whole(tmp_path):
     target = tmp_path / "test_metrics.json"
     atomic_write_json(target, {"test/f1": 0.5})
     before = target.read_bytes()
-    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    context = multiprocessing.get_context("fork")  # the writer inherits the loaded modules
+    ready = context.Event()
+    writer = context.Process(target=_write_half_and_wait, args=(target, ready))
+    writer.start()
     try:
-        assert writer.stdout.readline() == "writing\n"
+        assert ready.wait(60)
     finally:
-        writer.kill()
-        writer.communicate()
+        writer.kill()  # SIGKILL, mid-write
+        writer.join()
     assert target.read_bytes() == before
     strays = [p.name for p in tmp_path.iterdir() if p != target]
     assert len(strays) == 1 and strays[0].startswith(".test_metrics.json.") and strays[0].endswith(".tmp")
