@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from lt_tuning.io import atomic_write_json, atomic_write_text
-from lt_tuning.results import aggregate_runs, load_run, write_table
+from lt_tuning.results import aggregate_runs, read_test_metrics, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_DEFINITIONS = ["--model.init_args.f1_over", "present", "--data.init_args.head_tail_from", "eval"]
@@ -64,10 +64,10 @@ def run_cell(dataset: str, method: str, seed: int, run_dir: Path, overrides: lis
     with open(run_dir / "log.txt", "w", encoding="utf-8") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     seconds = time.perf_counter() - start
-    info = {"dataset": dataset, "method": method, "seed": seed, "seconds": round(seconds, 1),
-            "command": shlex.join(command[1:])}
-    atomic_write_json(run_dir / "run.json", info)
-    atomic_write_json(run_dir / "run.json", load_run(run_dir))  # the metrics join the record
+    atomic_write_json(run_dir / "run.json", {
+        "dataset": dataset, "method": method, "seed": seed, "seconds": round(seconds, 1),
+        "command": shlex.join(command[1:]), **read_test_metrics(run_dir),  # the metrics join the record
+    })
     print(f"{dataset} {method} seed {seed}: {seconds:.0f} s", flush=True)
 
 

@@ -21,18 +21,19 @@ METRICS = ("acc", "f1", "head_f1", "tail_f1")
 HEADERS = {"acc": "Acc", "f1": "F1", "head_f1": "Head F1", "tail_f1": "Tail F1"}
 
 
-def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """``run.json`` of ``run_dir``, merged with its newest ``test_metrics.json`` (``test/`` prefix dropped)
-    unless it holds the metrics already."""
-    run_dir = Path(run_dir)
-    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    if "f1" in info:
-        return info
-    found = sorted(run_dir.rglob("test_metrics.json"), key=lambda path: path.stat().st_mtime)
+def read_test_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The newest ``test_metrics.json`` below ``run_dir``, ``test/`` prefix dropped."""
+    found = sorted(Path(run_dir).rglob("test_metrics.json"), key=lambda path: path.stat().st_mtime)
     if not found:
         raise FileNotFoundError(f"{run_dir}: no test_metrics.json below it; did the run finish its test?")
     metrics = json.loads(found[-1].read_text(encoding="utf-8"))
-    return {**info, **{key.removeprefix("test/"): value for key, value in metrics.items()}}
+    return {key.removeprefix("test/"): value for key, value in metrics.items()}
+
+
+def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``run.json`` of ``run_dir``, merged with :func:`read_test_metrics` unless it holds the metrics already."""
+    info = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    return info if "f1" in info else {**info, **read_test_metrics(run_dir)}
 
 
 def aggregate_runs(
