@@ -148,9 +148,7 @@ class PlotWriter(Callback):
 
     def figures(self, datamodule: LongTailedDataModule, module: LongTailedClassifier) -> dict[str, Figure]:
         """The figures of ``module``'s latest test, by file name."""
-        counts = datamodule.metric_class_counts
-        if counts is None:
-            counts = datamodule.class_counts("test")
+        counts = datamodule.metric_class_counts or datamodule.class_counts("test")
         ratio, names, run = datamodule.head_tail_ratio, datamodule.label_names, type(module).__name__
         return dict(zip(self.FILES, (
             plots.class_distribution_figure(counts, ratio, names),
