@@ -87,6 +87,11 @@ def figure(rows: list[dict]) -> Figure:
     return fig
 
 
+def points(fraction: float) -> str:
+    """A signed difference in points of F1, one decimal; a gap that rounds to zero reads +0.0, not -0.0."""
+    return f"{round(100 * fraction, 1) + 0.0:+.1f}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--curve", type=Path, required=True, help="folder of tokens_<N>/table.json")
@@ -100,8 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["| dataset | tokens | held-out acc zh / en | prompt - CLS tail F1 | by seed |", "|---|---|---|---|---|"]
     for gap in gaps(rows):
         acc = " / ".join(f"{100 * v:.1f}" for v in gap["heldout_mlm_acc"].values()) or "-"
-        by_seed = ", ".join(f"{seed}: {100 * value:+.1f}" for seed, value in gap["gap_by_seed"].items())
-        lines.append(f"| {gap['dataset']} | {gap['tokens']:,} | {acc} | {100 * gap['gap']:+.1f} | {by_seed} |")
+        by_seed = ", ".join(f"{seed}: {points(value)}" for seed, value in gap["gap_by_seed"].items())
+        lines.append(f"| {gap['dataset']} | {gap['tokens']:,} | {acc} | {points(gap['gap'])} | {by_seed} |")
     atomic_write_json(args.output / "budget_curve.json", {"rows": rows, "gaps": gaps(rows)})
     atomic_write_text(args.output / "budget_curve.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

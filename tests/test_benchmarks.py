@@ -32,7 +32,7 @@ def test_budget_curve_reads_tables_and_computes_the_gap(tmp_path):
     def cell(method, tail, seeds=(1, 2)):
         return {"dataset": "cmid", "method": method, "seeds": list(seeds), "tail_f1": metric(*tail)}
 
-    for tokens, cls_tail, prompt_tail in ((0, (0.10, 0.20), (0.10, 0.10)), (1000, (0.20, 0.20), (0.30, 0.50))):
+    for tokens, cls_tail, prompt_tail in ((0, (0.1004, 0.20), (0.10, 0.10)), (1000, (0.20, 0.20), (0.30, 0.50))):
         table = tmp_path / "curve" / f"tokens_{tokens}" / "table.json"
         table.parent.mkdir(parents=True)
         table.write_text(json.dumps([cell("cls_tuning_tanh", cls_tail), cell("prompt_tuning", prompt_tail, (2, 1))]))
@@ -43,8 +43,9 @@ def test_budget_curve_reads_tables_and_computes_the_gap(tmp_path):
     plot_budget_curve(["--curve", str(tmp_path / "curve"), "--budgets", str(tmp_path / "budgets"),
                        "--report", str(report), "--output", str(tmp_path / "out")])
     gaps = json.loads((tmp_path / "out" / "budget_curve.json").read_text())["gaps"]
-    assert [(g["tokens"], round(g["gap"], 6)) for g in gaps] == [(0, -0.05), (1000, 0.2)]
-    # prompt's seeds come as (2, 1): seed 1's gap pairs prompt 0.10 with CLS 0.10, seed 2's 0.10 with 0.20
+    assert [(g["tokens"], round(g["gap"], 6)) for g in gaps] == [(0, -0.0502), (1000, 0.2)]
+    # prompt's seeds come as (2, 1): seed 1's gap pairs prompt 0.10 with CLS 0.1004 (-0.04 points, printed
+    # +0.0, not -0.0), seed 2's 0.10 with 0.20
     assert (tmp_path / "out" / "budget_curve.md").read_text().splitlines()[-2:] == [
         "| cmid | 0 | 0.0 | -5.0 | 2: -10.0, 1: +0.0 |", "| cmid | 1,000 | 12.5 / 25.0 | +20.0 | 2: +10.0, 1: +30.0 |"]
     assert (tmp_path / "out" / "budget_curve.png").read_bytes()[:4] == b"\x89PNG"
