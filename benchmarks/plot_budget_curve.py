@@ -103,11 +103,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = collect(args.curve, args.budgets, args.report)
     save_figure(figure(rows), args.output / "budget_curve.png")
     lines = ["| dataset | tokens | held-out acc zh / en | prompt - CLS tail F1 | by seed |", "|---|---|---|---|---|"]
-    for gap in gaps(rows):
+    found = gaps(rows)
+    for gap in found:
         acc = " / ".join(f"{100 * v:.1f}" for v in gap["heldout_mlm_acc"].values()) or "-"
         by_seed = ", ".join(f"{seed}: {points(value)}" for seed, value in gap["gap_by_seed"].items())
         lines.append(f"| {gap['dataset']} | {gap['tokens']:,} | {acc} | {points(gap['gap'])} | {by_seed} |")
-    atomic_write_json(args.output / "budget_curve.json", {"rows": rows, "gaps": gaps(rows)})
+    atomic_write_json(args.output / "budget_curve.json", {"rows": rows, "gaps": found})
     atomic_write_text(args.output / "budget_curve.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
