@@ -36,8 +36,10 @@ def classification_loss(logits: torch.Tensor, target: torch.Tensor, name: LossNa
     """
     if name == "cross_entropy":
         losses = F.cross_entropy(logits.float(), target, reduction="none")
-    elif name in ("focal", "focal_reference"):
-        losses = (focal_loss if name == "focal" else focal_loss_reference)(logits, target, gamma)
+    elif name == "focal":
+        losses = focal_loss(logits, target, gamma)
+    elif name == "focal_reference":
+        losses = focal_loss_reference(logits, target, gamma)
     else:
         raise ValueError(f"Unknown loss {name!r}; use 'cross_entropy', 'focal' or 'focal_reference'.")
     if class_weights is not None:
