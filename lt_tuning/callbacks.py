@@ -40,16 +40,13 @@ class PredictionWriter(BasePredictionWriter):
         datamodule = trainer.datamodule
         split = datamodule.predict_split
         examples = datamodule.examples[split]
-        rows = {}
-        for batch in predictions:
-            for index, pred, prob in zip(batch["index"].tolist(), batch["pred"].tolist(), batch["prob"].tolist()):
-                rows[index] = (datamodule.label_names[pred], prob)
+        rows = {index: (datamodule.label_names[pred], prob) for batch in predictions
+                for index, pred, prob in zip(batch["index"].tolist(), batch["pred"].tolist(), batch["prob"].tolist())}
         fields = [key for key in ("text_a", "text_b") if key in examples]
         out = io.StringIO()
         writer = csv.writer(out, delimiter="\t", lineterminator="\n")
         writer.writerow([*datamodule.text_fields, "prediction", "probability"])
-        for index in sorted(rows):
-            label, prob = rows[index]
+        for index, (label, prob) in sorted(rows.items()):
             writer.writerow([*(examples[field][index] for field in fields), label, f"{prob:.6f}"])
         path = Path(self.output_file or Path(trainer.log_dir or trainer.default_root_dir) / "predictions.tsv")
         atomic_write_text(path, out.getvalue())
@@ -74,10 +71,7 @@ class StepSeed(Callback):
         self._base = 0
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.seed is not None:
-            self._base = self.seed
-        else:
-            self._base = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+        self._base = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int

@@ -6,6 +6,7 @@ import collections
 import json
 from pathlib import Path
 
+import datasets
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -22,6 +23,7 @@ from lt_tuning import (
     Verbalizer,
 )
 from lt_tuning.data import RELEASE_URL, Template, resolve_task_dir
+from lt_tuning.data.loaders import train_loader
 from lt_tuning.metrics import head_tail_split
 
 MODULES = {
@@ -309,37 +311,39 @@ def test_failed_download_leaves_no_partial_cache(tmp_path, monkeypatch):
 
 # --- length-grouped batches ---------------------------------------------------------------
 
-def test_length_grouped_batches_cover_each_example_once_and_change_per_epoch():
-    from lt_tuning.data import LengthGroupedBatchSampler
-
+def test_length_grouped_batches_cover_each_example_once_and_change_per_epoch(monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "5")
     generator = torch.Generator().manual_seed(0)
     lengths = torch.randint(3, 200, (1003,), generator=generator).tolist()
-    sampler = LengthGroupedBatchSampler(lengths, batch_size=16, group_batches=8, seed=5)
-    epochs = []
-    for epoch in range(2):
-        sampler.set_epoch(epoch)
-        batches = list(sampler)
-        assert len(batches) == len(sampler) == 63
+    rows = datasets.Dataset.from_dict({"input_ids": [[0] * n for n in lengths], "index": list(range(1003))})
+    loader = train_loader(rows, 16, group_by_length=True, collate_fn=lambda batch: [row["index"] for row in batch])
+    start = loader.generator.get_state()
+    epochs = [list(loader) for _ in range(2)]
+    for batches in epochs:
+        assert len(batches) == len(loader) == 63
         assert sorted(i for batch in batches for i in batch) == list(range(1003))
-        epochs.append(batches)
     assert epochs[0] != epochs[1]
     # Grouping pays: padded tokens per batch far below random batches of the same data.
     grouped = sum(len(b) * max(lengths[i] for i in b) for b in epochs[0])
     shuffled = torch.randperm(1003, generator=generator).split(16)
     plain = sum(len(b) * max(lengths[i] for i in b.tolist()) for b in shuffled)
     assert grouped < 0.8 * plain
-    sampler.set_epoch(0)
-    assert list(sampler) == epochs[0]  # the same epoch, the same batches
+    loader.generator.set_state(start)
+    assert list(loader) == epochs[0]  # the same generator state, the same batches (what a resume replays)
 
 
-def test_datamodule_groups_training_batches_by_length(tmp_path, tiny_dir):
-    rows = [["头" * n, "治疗"] for n in (1, 30, 2, 29, 3, 28, 4, 27)]
-    dm = tiny_module(tmp_path, tiny_dir, rows, input_format="cls", batch_size=2, group_by_length=True)
-    dm.setup("fit")
-    batches = list(dm.train_dataloader())
-    assert sorted(i for b in batches for i in b["index"].tolist()) == list(range(8))
-    widths = sorted(b["input_ids"].shape[1] for b in batches)
-    assert widths == [4, 6, 30, 32]  # lengths n + 2, sorted and paired: short with short, long with long
+def test_datamodule_groups_training_batches_by_length(tmp_path, tiny_dir, monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "3")
+    rows = [["头" * n, "治疗"] for n in torch.randperm(40, generator=torch.Generator().manual_seed(0)).add(1).tolist()]
+
+    def padded_tokens(group_by_length: bool) -> int:
+        dm = tiny_module(tmp_path, tiny_dir, rows, input_format="cls", batch_size=2, group_by_length=group_by_length)
+        dm.setup("fit")
+        batches = list(dm.train_dataloader())
+        assert sorted(i for b in batches for i in b["index"].tolist()) == list(range(40))
+        return sum(b["input_ids"].numel() for b in batches)
+
+    assert padded_tokens(True) < 0.9 * padded_tokens(False)
 
 
 # --- the training order: from the seed alone ----------------------------------------------

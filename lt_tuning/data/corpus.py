@@ -27,22 +27,10 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 
 from lt_tuning.data.prompt import template_words
-from lt_tuning.data.reading import DataFileError, load_json_mapping, read_labelled_file
+from lt_tuning.data.reading import DataFileError, load_json_mapping, read_labelled_file, read_text
 from lt_tuning.data.sources import cache_root, resolve_task_dir
-from lt_tuning.data.tasks import (
-    CMIDDataModule,
-    CTCDataModule,
-    IFLYTEKDataModule,
-    MSRADataModule,
-    R52DataModule,
-    TaskSpec,
-)
+from lt_tuning.data.tasks import TASKS
 from lt_tuning.data.vocab import train_wordpiece_tokenizer
-
-TASKS: dict[str, TaskSpec] = {
-    module.spec.name: module.spec
-    for module in (CMIDDataModule, IFLYTEKDataModule, CTCDataModule, MSRADataModule, R52DataModule)
-}
 
 #: CJK Unified Ideographs (and extension A): a text holding one of them counts as Chinese.
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
@@ -119,7 +107,8 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
     @cached_property
     def sources(self) -> list[dict[str, str | int]]:
         """The files read, with their sha256 and number of texts (written beside the model)."""
-        return [{"file": str(path), "sha256": _sha256(path), "texts": len(texts)} for path, texts in self._texts]
+        return [{"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "texts": len(texts)}
+                for path, texts in self._texts]
 
     @cached_property
     def _texts(self) -> list[tuple[Path, list[str]]]:
@@ -134,12 +123,8 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
             columns = read_labelled_file(path, TASKS[task].text_fields, label_field=None, label2idx=None)
             found.append((path, [text for field in ("text_a", "text_b") for text in columns.get(field, [])]))
         for name in self.text_files:
-            path = Path(name)
-            try:
-                lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: texts hold U+2028
-            except UnicodeDecodeError as err:
-                raise DataFileError(f"{path}: not UTF-8 (byte {err.start}); re-save the file as UTF-8.") from err
-            found.append((path, [line for line in lines if line.strip()]))
+            lines = read_text(name).split("\n")  # not splitlines: texts hold U+2028
+            found.append((Path(name), [line for line in lines if line.strip()]))
         if not any(texts for _, texts in found):
             raise DataFileError(f"The corpus is empty: no text in {[str(path) for path, _ in found] or self.tasks}.")
         return found
@@ -265,7 +250,3 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
         """All held-out batches, both languages (already batched and masked)."""
         batches = [batch for group in self.heldout_batches.values() for batch in group]
         return DataLoader(batches, batch_size=None)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
-
-from lt_tuning.data.sampler import LengthGroupedBatchSampler
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 
 def shuffle_seed() -> int:
@@ -22,20 +22,21 @@ def shuffle_seed() -> int:
 
 
 def train_loader(dataset: Dataset, batch_size: int, group_by_length: bool, **kwargs: Any) -> ResumableDataLoader:
-    """Shuffled batches (of similar lengths with ``group_by_length``) that resume mid-epoch."""
-    seed = shuffle_seed()
-    if group_by_length:
+    """Shuffled batches that resume mid-epoch; with ``group_by_length``, of similar lengths
+    (transformers' ``LengthGroupedSampler``: random chunks of up to 50 batches, each sorted by length)."""
+    generator = torch.Generator().manual_seed(shuffle_seed())
+    if group_by_length:  # it draws its order from the loader's generator, so a resume replays it
         lengths = [len(ids) for ids in dataset["input_ids"]]
-        kwargs["batch_sampler"] = LengthGroupedBatchSampler(lengths, batch_size, seed=seed)
+        kwargs["sampler"] = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
     else:
-        kwargs.update(batch_size=batch_size, shuffle=True)
-    return ResumableDataLoader(dataset, generator=torch.Generator().manual_seed(seed), **kwargs)
+        kwargs["shuffle"] = True
+    return ResumableDataLoader(dataset, batch_size=batch_size, generator=generator, **kwargs)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, world_size: int, rank: int, **kwargs: Any) -> DataLoader:
     """Batches in order, each example once per run over all ``world_size`` processes."""
-    if world_size > 1:  # else Lightning's sampler repeats examples
-        kwargs["sampler"] = UnpaddedDistributedSampler(dataset, world_size, rank)
+    if world_size > 1:  # Lightning keeps a DistributedSampler; its default one would repeat examples
+        kwargs["sampler"] = UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
     return DataLoader(dataset, batch_size=batch_size, **kwargs)
 
 
@@ -76,20 +77,3 @@ class ResumableDataLoader(DataLoader):
         """Make the next iteration replay the saved epoch's order from its first unseen batch."""
         self.generator.set_state(position["generator"])
         self._skip = int(position["batches"])
-
-
-class UnpaddedDistributedSampler(DistributedSampler):
-    """Process ``rank`` of ``num_replicas`` gets examples ``rank, rank + num_replicas, ...``, none twice.
-
-    Lightning's default ``DistributedSampler`` repeats examples so that all processes get as many;
-    the metrics would count a repeated example twice. Evaluation needs no equal shares: metric
-    states are summed across processes once, at the end, whatever each process saw. Being a
-    ``DistributedSampler``, Lightning keeps it instead of injecting its own.
-    """
-
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
-        self.num_samples = len(range(rank, len(dataset), num_replicas))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, len(self.dataset), self.num_replicas))

@@ -131,17 +131,13 @@ def truncate_longest_first(a: list[int], b: list[int] | None, budget: int) -> tu
     return a[:len_a], b[:len_b]
 
 
-def template_pseudo_indices(template: str) -> list[int]:
-    """Indices N of the ``{pN}`` placeholders in ``template``."""
-    return sorted({int(m.group(1)[1:]) for m in _PLACEHOLDER.finditer(template) if _PSEUDO.fullmatch(m.group(1))})
-
-
 def add_pseudo_tokens(tokenizer: PreTrainedTokenizerBase, template: str) -> list[int]:
     """Add the template's pseudo tokens ``[P0]``, ``[P1]``... to ``tokenizer``; return their ids.
 
     A model fed these ids needs ``resize_token_embeddings(len(tokenizer))``.
     """
-    tokens = [pseudo_token(i) for i in template_pseudo_indices(template)]
+    indices = {int(name[1:]) for name in _PLACEHOLDER.findall(template) if _PSEUDO.fullmatch(name)}
+    tokens = [pseudo_token(i) for i in sorted(indices)]
     if tokens:
         tokenizer.add_tokens(tokens, special_tokens=True)
     return tokenizer.convert_tokens_to_ids(tokens)

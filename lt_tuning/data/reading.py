@@ -8,6 +8,7 @@ file, bytes that are not UTF-8. A UTF-8 byte order mark (as spreadsheet tools wr
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -37,20 +38,7 @@ def read_labelled_file(
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataFileError(f"{path}: unknown file type {path.suffix!r}; use .tsv, .csv or .jsonl.")
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            rows = list(_rows(handle, fmt, path))
-    except UnicodeDecodeError:
-        raw = path.read_bytes()  # the reader's error counts bytes within a chunk: find the place in the file
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            line = raw.count(b"\n", 0, err.start) + 1
-            raise DataFileError(
-                f"{path}, line {line}: not UTF-8 (byte {err.start} of the file: {err.reason}); "
-                "re-save the file as UTF-8."
-            ) from None
-        raise
+    rows = _rows(io.StringIO(read_text(path), newline=""), fmt, path)
     return columns_from_rows(rows, str(path), text_fields, label_field, label2idx)
 
 
@@ -141,16 +129,24 @@ def _quote_error(path: Path, start: int, end: int, detail: str) -> DataFileError
     )
 
 
+def read_text(path: str | Path) -> str:
+    """``path`` decoded as UTF-8 (a byte order mark skipped); the error names the line of the first bad byte."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataFileError(
+            f"{path}, line {line}: not UTF-8 (byte {err.start} of the file: {err.reason}); re-save the file as UTF-8."
+        ) from None
+
+
 def load_json_mapping(path: str | Path) -> dict:
     """Load a JSON object (label2idx.json, verbalizer.json) with a clear error if absent or malformed."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"File not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataFileError(f"{path}: not UTF-8 (byte {err.start}: {err.reason}); re-save the file as UTF-8.") from None
-    return _json_object(text, path, 1)
+    return _json_object(read_text(path), path, 1)
 
 
 def _json_object(text: str, path: Path, line: int) -> dict:

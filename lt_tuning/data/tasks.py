@@ -130,6 +130,13 @@ class R52DataModule(ReleasedTaskDataModule):
     spec = TaskSpec("r52", ("text",), "{cls}{text_a} This is {mask} news . {sep}", 256, 0.55, "bert-base-uncased")
 
 
+#: The study's datasets by name.
+TASKS: dict[str, TaskSpec] = {
+    module.spec.name: module.spec
+    for module in (CMIDDataModule, IFLYTEKDataModule, CTCDataModule, MSRADataModule, R52DataModule)
+}
+
+
 class TextClassificationDataModule(LongTailedDataModule):
     """The user's own long-tailed data: files (TSV, CSV, JSON lines) or a ``datasets`` dataset.
 

@@ -98,9 +98,12 @@ def grow_embeddings(model: PreTrainedModel, vocab_size: int, init_token_ids: lis
             weight[old:].normal_(0.0, getattr(model.config, "initializer_range", 0.02))
 
 
-def gather_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """``hidden[b, positions[b]]`` for each row b: ``[B, T, H]`` -> ``[B, H]``."""
-    return hidden[torch.arange(hidden.size(0), device=hidden.device), positions]
+def mask_hidden(hidden: torch.Tensor, batch: dict[str, torch.Tensor], reader: str) -> torch.Tensor:
+    """The hidden state at each row's [MASK], ``[B, T, H]`` -> ``[B, H]``; ``reader`` is named in the error
+    for a batch without ``mask_positions`` (not prompt format)."""
+    if "mask_positions" not in batch:
+        raise ValueError(f"{reader} needs prompt-format batches: set the DataModule's input_format='prompt'.")
+    return hidden[torch.arange(hidden.size(0), device=hidden.device), batch["mask_positions"]]
 
 
 def encoder_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

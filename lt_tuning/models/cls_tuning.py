@@ -8,8 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from lt_tuning.models.backbone import (encoder_inputs, gather_positions, load_encoder, load_masked_lm,
-                                       mlm_head_layer_norm)
+from lt_tuning.models.backbone import encoder_inputs, load_encoder, load_masked_lm, mask_hidden, mlm_head_layer_norm
 from lt_tuning.models.base import LongTailedClassifier
 
 
@@ -69,10 +68,4 @@ class ClsTuningModule(LongTailedClassifier):
 
     def class_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         hidden = self.encoder(**encoder_inputs(batch)).last_hidden_state
-        if self.hparams.use_prompt:
-            if "mask_positions" not in batch:
-                raise ValueError("use_prompt=True needs prompt-format batches: set the DataModule's input_format='prompt'.")
-            feature = gather_positions(hidden, batch["mask_positions"])
-        else:
-            feature = hidden[:, 0]
-        return self.head(feature)
+        return self.head(mask_hidden(hidden, batch, "use_prompt=True") if self.hparams.use_prompt else hidden[:, 0])

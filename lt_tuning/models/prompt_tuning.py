@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lt_tuning.models.backbone import encoder_inputs, gather_positions, load_masked_lm, mlm_head
+from lt_tuning.models.backbone import encoder_inputs, load_masked_lm, mask_hidden, mlm_head
 from lt_tuning.models.base import LongTailedClassifier
 from lt_tuning.verbalizer import Verbalizer
 
@@ -68,8 +68,6 @@ class PromptTuningModule(LongTailedClassifier):
         return self._verbalizer().weight_norms(self.mlm.get_output_embeddings().weight)
 
     def class_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if "mask_positions" not in batch:
-            raise ValueError("PromptTuningModule needs prompt-format batches: set the DataModule's input_format='prompt'.")
         hidden = self.mlm.base_model(**encoder_inputs(batch)).last_hidden_state
-        vocab_logits = mlm_head(self.mlm)(gather_positions(hidden, batch["mask_positions"]))  # [B, V]
+        vocab_logits = mlm_head(self.mlm)(mask_hidden(hidden, batch, "PromptTuningModule"))  # [B, V]
         return self._verbalizer()(vocab_logits)
