@@ -6,8 +6,8 @@ batch size 32 and each dataset's max_length from the study (R52 256, IFLYTEK 512
 
 * reference: every batch padded to max_length (the study's code): examples x max_length;
 * dynamic: our DataModule's loader, shuffled, each batch padded to its own longest row;
-* grouped: the same with ``group_by_length=True`` (transformers' ``LengthGroupedSampler``:
-  random chunks of up to 50 batches, each sorted by length, the longest batch first; random every epoch).
+* grouped: the same with ``group_by_length=True`` (:class:`LengthGroupedBatchSampler`:
+  random chunks of 50 batches sorted by length, batch order shuffled; random every epoch).
 
 The released R52/IFLYTEK train splits are not in this copy of the data, so an epoch here is
 dev+test (written as the train split of a scratch task folder). Averages over ``--epochs``.

@@ -6,7 +6,6 @@ import collections
 import json
 from pathlib import Path
 
-import datasets
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -23,7 +22,6 @@ from lt_tuning import (
     Verbalizer,
 )
 from lt_tuning.data import RELEASE_URL, Template, resolve_task_dir
-from lt_tuning.data.loaders import train_loader
 from lt_tuning.metrics import head_tail_split
 
 MODULES = {
@@ -311,46 +309,55 @@ def test_failed_download_leaves_no_partial_cache(tmp_path, monkeypatch):
 
 # --- length-grouped batches ---------------------------------------------------------------
 
-def test_length_grouped_batches_cover_each_example_once_change_per_epoch_and_resume(monkeypatch):
-    monkeypatch.setenv("PL_GLOBAL_SEED", "5")
+def test_length_grouped_batches_cover_each_example_once_and_change_per_epoch():
+    from lt_tuning.data import LengthGroupedBatchSampler
+
     generator = torch.Generator().manual_seed(0)
     lengths = torch.randint(3, 200, (1003,), generator=generator).tolist()
-    rows = datasets.Dataset.from_dict({"input_ids": [[0] * n for n in lengths], "index": list(range(1003))})
-
-    def loader():
-        return train_loader(rows, 16, group_by_length=True, collate_fn=lambda batch: [row["index"] for row in batch])
-
-    first = loader()
-    epochs = [list(first) for _ in range(2)]
-    for batches in epochs:
-        assert len(batches) == len(first) == 63
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=16, group_batches=8, seed=5)
+    epochs = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == 63
         assert sorted(i for batch in batches for i in batch) == list(range(1003))
+        epochs.append(batches)
     assert epochs[0] != epochs[1]
     # Grouping pays: padded tokens per batch far below random batches of the same data.
     grouped = sum(len(b) * max(lengths[i] for i in b) for b in epochs[0])
     shuffled = torch.randperm(1003, generator=generator).split(16)
     plain = sum(len(b) * max(lengths[i] for i in b.tolist()) for b in shuffled)
     assert grouped < 0.8 * plain
-    # A loader resumed from the position after 10 batches serves the rest of that epoch.
-    interrupted = loader()
-    served = [batch for _, batch in zip(range(10), interrupted)]
-    resumed = loader()
-    resumed.load_position(interrupted.position())
-    assert served + list(resumed) == epochs[0]
+    sampler.set_epoch(0)
+    assert list(sampler) == epochs[0]  # the same epoch, the same batches
 
 
-def test_datamodule_groups_training_batches_by_length(tmp_path, tiny_dir, monkeypatch):
+def test_datamodule_groups_training_batches_by_length(tmp_path, tiny_dir):
+    rows = [["头" * n, "治疗"] for n in (1, 30, 2, 29, 3, 28, 4, 27)]
+    dm = tiny_module(tmp_path, tiny_dir, rows, input_format="cls", batch_size=2, group_by_length=True)
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert sorted(i for b in batches for i in b["index"].tolist()) == list(range(8))
+    widths = sorted(b["input_ids"].shape[1] for b in batches)
+    assert widths == [4, 6, 30, 32]  # lengths n + 2, sorted and paired: short with short, long with long
+
+
+def test_length_grouped_training_resumes_mid_epoch_from_the_saved_position(tmp_path, tiny_dir, monkeypatch):
+    """As in a kill and ``--ckpt_path last``: the DataModule's state replays the epoch from its first unseen batch."""
     monkeypatch.setenv("PL_GLOBAL_SEED", "3")
-    rows = [["头" * n, "治疗"] for n in torch.randperm(40, generator=torch.Generator().manual_seed(0)).add(1).tolist()]
+    rows = [["头" * n, "治疗"] for n in range(1, 41)]
 
-    def padded_tokens(group_by_length: bool) -> int:
-        dm = tiny_module(tmp_path, tiny_dir, rows, input_format="cls", batch_size=2, group_by_length=group_by_length)
+    def module():
+        dm = tiny_module(tmp_path, tiny_dir, rows, input_format="cls", batch_size=2, group_by_length=True)
         dm.setup("fit")
-        batches = list(dm.train_dataloader())
-        assert sorted(i for b in batches for i in b["index"].tolist()) == list(range(40))
-        return sum(b["input_ids"].numel() for b in batches)
+        return dm
 
-    assert padded_tokens(True) < 0.9 * padded_tokens(False)
+    full = [batch["index"].tolist() for batch in module().train_dataloader()]
+    interrupted = module()
+    served = [batch["index"].tolist() for _, batch in zip(range(7), interrupted.train_dataloader())]
+    resumed = module()
+    resumed.load_state_dict(interrupted.state_dict())  # before its loader exists, as Lightning restores it
+    assert served + [batch["index"].tolist() for batch in resumed.train_dataloader()] == full
 
 
 # --- the training order: from the seed alone ----------------------------------------------

@@ -50,8 +50,8 @@ class LongTailedDataModule(pl.LightningDataModule):
         input_format: ``"cls"`` or ``"prompt"``, the encoding the model needs. The model declares
             it (its ``input_format``) and the lt-tuning CLI passes it on; in Python give the
             module's. None: not yet known (``setup`` says to set it).
-        group_by_length: training batches of similar lengths (transformers' ``LengthGroupedSampler``,
-            random across groups); less padding.
+        group_by_length: training batches of similar lengths (random across groups, see
+            :class:`~lt_tuning.data.sampler.LengthGroupedBatchSampler`); less padding.
         limit_examples: keep only the first N rows of every split (quick runs, tests).
         predict_split: the split that ``predict`` runs on.
         cache_dir: where tokenized splits are cached (default ``<cache root>/tokenized``).

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
-from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from lt_tuning.data.sampler import LengthGroupedBatchSampler
 
 
 def shuffle_seed() -> int:
@@ -22,15 +23,14 @@ def shuffle_seed() -> int:
 
 
 def train_loader(dataset: Dataset, batch_size: int, group_by_length: bool, **kwargs: Any) -> ResumableDataLoader:
-    """Shuffled batches that resume mid-epoch; with ``group_by_length``, of similar lengths
-    (transformers' ``LengthGroupedSampler``: random chunks of up to 50 batches, each sorted by length)."""
-    generator = torch.Generator().manual_seed(shuffle_seed())
-    if group_by_length:  # it draws its order from the loader's generator, so a resume replays it
+    """Shuffled batches (of similar lengths with ``group_by_length``) that resume mid-epoch."""
+    seed = shuffle_seed()
+    if group_by_length:
         lengths = [len(ids) for ids in dataset["input_ids"]]
-        kwargs["sampler"] = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+        kwargs["batch_sampler"] = LengthGroupedBatchSampler(lengths, batch_size, seed=seed)
     else:
-        kwargs["shuffle"] = True
-    return ResumableDataLoader(dataset, batch_size=batch_size, generator=generator, **kwargs)
+        kwargs.update(batch_size=batch_size, shuffle=True)
+    return ResumableDataLoader(dataset, generator=torch.Generator().manual_seed(seed), **kwargs)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, world_size: int, rank: int, **kwargs: Any) -> DataLoader:
