@@ -18,9 +18,10 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2Model
 
 from conftest import SHARED_DATA, require_split
-from lt_tuning import ClsTuningModule, CMIDDataModule, PromptTuningModule
+from lt_tuning import ClsTuningModule, CMIDDataModule, MaskedLMCorpusDataModule, PromptTuningModule
 from lt_tuning.cli import build_cli, main
 from lt_tuning.data import DataFileError, read_labelled_file
+from lt_tuning.data.labels import load_label_names
 from lt_tuning.io import AtomicCheckpointIO, atomic_open, atomic_write_json
 from lt_tuning.metrics import head_tail_split
 
@@ -163,6 +164,23 @@ def test_a_utf8_byte_order_mark_is_read(suffix, content, tmp_path):
     path = tmp_path / f"train{suffix}"
     path.write_bytes(b"\xef\xbb\xbf" + content.encode("utf-8"))  # as spreadsheet tools save UTF-8
     assert read_labelled_file(path, ["text"], "label", {"治疗": 0}) == {"text_a": ["头痛"], "label": [0]}
+
+
+def test_json_and_corpus_files_name_the_line_of_a_non_utf8_byte_and_skip_a_byte_order_mark(tmp_path):
+    """label2idx/verbalizer JSON and pretraining text files are read as the data files are."""
+    labels = tmp_path / "label2idx.json"
+    labels.write_bytes(b'{"a": 0,\n' + '"发烧": 1}'.encode("gb18030"))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes("头痛\n".encode() + "发烧\n".encode("gb18030"))
+    for path, read in ((labels, lambda: load_label_names(str(labels))),
+                       (corpus, lambda: MaskedLMCorpusDataModule(text_files=[str(corpus)]).split_texts)):
+        with pytest.raises(DataFileError, match=rf"{path.name}, line 2: not UTF-8 .*re-save the file as UTF-8"):
+            read()
+    labels.write_bytes(b"\xef\xbb\xbf" + '{"头痛": 0}'.encode())
+    corpus.write_bytes(b"\xef\xbb\xbf" + "头痛\n发烧\n".encode())
+    assert load_label_names(str(labels)) == ["头痛"]
+    texts = MaskedLMCorpusDataModule(text_files=[str(corpus)]).split_texts
+    assert sorted(text for split in texts.values() for text in split) == ["发烧", "头痛"]
 
 
 def test_without_a_train_split_the_hint_names_only_what_works(tmp_path, tiny_bert_dir):
