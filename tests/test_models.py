@@ -111,10 +111,12 @@ def test_focal_losses_match_closed_forms():
     assert classification_loss(logits, target, "focal_reference", 1.0).item() == pytest.approx(reference, rel=1e-6)
 
 
-def test_prompt_module_rejects_cls_batches(tiny_bert_dir):
-    module = prompt_module(tiny_bert_dir)
-    with pytest.raises(ValueError, match="input_format='prompt'"):
-        module({"input_ids": torch.ones(1, 4, dtype=torch.long)})
+def test_modules_reading_the_mask_reject_cls_batches_naming_themselves(tiny_bert_dir):
+    cls_batch = {"input_ids": torch.ones(1, 4, dtype=torch.long)}
+    for module, reader in ((prompt_module(tiny_bert_dir), "PromptTuningModule"),
+                           (ClsTuningModule(tiny_bert_dir, num_classes=3, use_prompt=True), "use_prompt=True")):
+        with pytest.raises(ValueError, match=rf"{reader} needs prompt-format batches: .* input_format='prompt'"):
+            module(cls_batch)
 
 
 # --- the lt-tuning CLI --------------------------------------------------------------------
