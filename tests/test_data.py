@@ -230,13 +230,37 @@ def test_dynamic_padding_pads_to_longest_in_batch(tmp_path, tiny_dir):
     assert batch["index"].tolist() == [0, 1]
 
 
-def test_tokenized_splits_are_cached_by_settings(tmp_path, tiny_dir):
-    dm = tiny_module(tmp_path, tiny_dir, [["头痛", "治疗"]])
-    first = dm.encode("train", "prompt")
-    again = tiny_module(tmp_path, tiny_dir, [["头痛", "治疗"]]).encode("train", "prompt")
-    assert first.cache_files == again.cache_files and Path(first.cache_files[0]["filename"]).exists()
-    other = tiny_module(tmp_path, tiny_dir, [["头痛", "治疗"]], max_length=20).encode("train", "prompt")
-    assert other.cache_files[0]["filename"] != first.cache_files[0]["filename"]
+CACHE_ROWS = [["头痛", "怎么办", "治疗", "定义"], ["问题的意图", "是", "定义", "治疗"]]
+CACHE_CHANGES = {  # one input of the encoding changed alone -> (rows, format, DataModule arguments)
+    "file contents": ([["头痛头痛", *CACHE_ROWS[0][1:]], CACHE_ROWS[1]], "prompt", {}),
+    "text column": (CACHE_ROWS, "prompt", {"text_fields": ["text2"]}),
+    "label order": (CACHE_ROWS, "prompt", {"labels": ["定义", "治疗"]}),
+    "label field": (CACHE_ROWS, "prompt", {"label_field": "y2"}),
+    "template": (CACHE_ROWS, "prompt", {"template": "{cls}{text_a}是{mask}。{sep}"}),
+    "max_length": (CACHE_ROWS, "prompt", {"max_length": 14}),
+    "pseudo tokens": (CACHE_ROWS, "prompt", {"template": "{cls}{p0}{text_a}？这个问题的意图是{mask}。{sep}"}),
+    "tokenizer": (CACHE_ROWS, "prompt", {"model_name_or_path": "reversed"}),
+    "input format": (CACHE_ROWS, "cls", {}),
+    "row limit": (CACHE_ROWS, "prompt", {"limit_examples": 1}),
+}
+
+
+@pytest.mark.parametrize("change", CACHE_CHANGES)
+def test_tokenization_cache_follows_every_input_of_the_encoding(change, tmp_path, tiny_dir):
+    """A split encoded once, then one input changed alone (the file edited in place, another
+    setting): the encoded rows read through the cache equal an encoding with no cache."""
+    header = ("text", "text2", "label", "y2")
+    rows, input_format, changed = CACHE_CHANGES[change]
+    if changed.get("model_name_or_path") == "reversed":
+        changed = {"model_name_or_path": write_bert_tokenizer(tmp_path / "reversed", VOCAB[::-1])}
+    base = tiny_module(tmp_path, tiny_dir, CACHE_ROWS, header).encode("train", "prompt").to_dict()
+    cached = tiny_module(tmp_path, tiny_dir, rows, header, **changed).encode("train", input_format)
+    fresh = tiny_module(tmp_path, tiny_dir, rows, header, cache_dir=str(tmp_path / "fresh"), **changed)
+    expected = fresh.encode("train", input_format).to_dict()
+    assert expected != base  # the change does change the encoded rows
+    assert cached.to_dict() == expected
+    again = tiny_module(tmp_path, tiny_dir, rows, header, **changed).encode("train", input_format)
+    assert again.cache_files == cached.cache_files  # the same settings and rows hit the cache
 
 
 def test_verbalizer_rows_are_padded_and_masked(tiny_dir, tmp_path):

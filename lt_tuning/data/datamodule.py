@@ -7,7 +7,6 @@ and keeps the training loader's place for resuming.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -117,10 +116,6 @@ class LongTailedDataModule(pl.LightningDataModule):
         """Where to find ``verbalizer.json`` when ``verbalizer`` is not given."""
         return None
 
-    def split_fingerprint(self, split: str) -> str:
-        """Identity of ``split``'s contents, for the tokenization cache key."""
-        return hashlib.sha256(self.split_path(split).read_bytes()).hexdigest()
-
     def read_split(self, split: str) -> dict[str, list]:
         """Raw validated columns ``text_a`` (``text_b``) ``label`` of ``split``."""
         path = self.split_path(split)
@@ -227,9 +222,8 @@ class LongTailedDataModule(pl.LightningDataModule):
     def encode(self, split: str, input_format: InputFormat) -> datasets.Dataset:
         """Tokenized ``split`` in ``input_format``; cached on disk across runs."""
         columns = self._examples(split)  # first: a missing or bad file is reported as such
-        identity = [self.split_fingerprint(split), self.text_fields, self.label_names, self.limit_examples]
         return encode_columns(columns, self.tokenizer, self.template if input_format == "prompt" else None,
-                              self.max_length, self.cache_dir / f"{split}-{input_format}", identity)
+                              self.max_length, self.cache_dir / f"{split}-{input_format}")
 
     # --- LightningDataModule hooks -----------------------------------------------------
 

@@ -2,7 +2,8 @@
 or prompt format (a :class:`~lt_tuning.data.prompt.Template` with one [MASK]).
 
 Splits are tokenized by a fast tokenizer in batched ``datasets.map`` calls whose results are
-cached on disk, keyed by the data's identity and every setting that changes the ids.
+cached on disk, keyed by a hash of everything an encoded row is made of: the rows themselves
+(texts and label indices), the tokenizer and the encoding settings.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import datasets
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
@@ -37,15 +38,20 @@ def load_tokenizer(model_name_or_path: str, template: str) -> PreTrainedTokenize
 
 
 def encode_columns(columns: dict[str, list], tokenizer: PreTrainedTokenizerBase, template: Template | None,
-                   max_length: int, cache_file: Path, identity: list[Any]) -> datasets.Dataset:
+                   max_length: int, cache_file: Path) -> datasets.Dataset:
     """``columns`` with their texts replaced by ``input_ids`` (and ``mask_positions``), plus ``index``.
 
     Prompt format when ``template`` is given, else CLS format. ``cache_file`` gets a suffix that
-    hashes ``identity`` (what the rows are) with the tokenizer and the encoding settings.
+    hashes the columns' contents with the tokenizer and the encoding settings: the inputs of the
+    encoding itself, not the settings that led to them (file, label field, label order, row
+    limit...), so a cached file is used only when it holds exactly these rows' encoding.
     """
     digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
-    settings = [_CACHE_VERSION, max_length, template.text if template else None, *identity]
-    digest.update(json.dumps(settings, ensure_ascii=False).encode())
+    settings = [_CACHE_VERSION, max_length, template.text if template else None, tokenizer.all_special_ids,
+                sorted(columns)]
+    digest.update(json.dumps(settings).encode())
+    for name in sorted(columns):
+        digest.update(json.dumps(columns[name], ensure_ascii=False).encode())
     key = digest.hexdigest()[:16]
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     dataset = datasets.Dataset.from_dict({**columns, "index": list(range(len(columns["label"])))})

@@ -6,7 +6,6 @@ one :class:`TaskSpec` per dataset; an argument left at None takes the task's def
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -188,9 +187,4 @@ class TextClassificationDataModule(LongTailedDataModule):
 
     def _hub_split(self, split: str) -> datasets.Dataset:
         return datasets.load_dataset(self.dataset_name, split=self.split_names[split], **self.dataset_kwargs)
-
-    def split_fingerprint(self, split: str) -> str:
-        if self.dataset_name is None:
-            return super().split_fingerprint(split)
-        return hashlib.sha256(self._hub_split(split)._fingerprint.encode()).hexdigest()
 
