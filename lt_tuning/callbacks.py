@@ -26,6 +26,9 @@ from lt_tuning.models.masked_lm import masked_token_accuracy
 class PredictionWriter(BasePredictionWriter):
     """Write one TSV row per predicted example: its text field(s), predicted label, probability.
 
+    On several processes each predicts its share; the rows are gathered and written once, in
+    input order, by the global-zero process.
+
     Args:
         output_file: where to write; default ``<log dir>/predictions.tsv``.
     """
@@ -35,22 +38,38 @@ class PredictionWriter(BasePredictionWriter):
         self.output_file = output_file
 
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions, batch_indices) -> None:
-        if trainer.world_size > 1:
-            raise RuntimeError("PredictionWriter writes from one process; run predict on a single device.")
+        rows = {index: (pred, prob) for batch in predictions
+                for index, pred, prob in zip(batch["index"].tolist(), batch["pred"].tolist(), batch["prob"].tolist())}
+        rows = gather_dicts(rows, trainer.world_size)
+        path = Path(self.output_file or Path(log_dir(trainer)) / "predictions.tsv")
+        if not trainer.is_global_zero:
+            return
         datamodule = trainer.datamodule
         split = datamodule.predict_split
         examples = datamodule.examples[split]
-        rows = {index: (datamodule.label_names[pred], prob) for batch in predictions
-                for index, pred, prob in zip(batch["index"].tolist(), batch["pred"].tolist(), batch["prob"].tolist())}
         fields = [key for key in ("text_a", "text_b") if key in examples]
         out = io.StringIO()
         writer = csv.writer(out, delimiter="\t", lineterminator="\n")
         writer.writerow([*datamodule.text_fields, "prediction", "probability"])
-        for index, (label, prob) in sorted(rows.items()):
-            writer.writerow([*(examples[field][index] for field in fields), label, f"{prob:.6f}"])
-        path = Path(self.output_file or Path(trainer.log_dir or trainer.default_root_dir) / "predictions.tsv")
+        for index, (pred, prob) in sorted(rows.items()):
+            writer.writerow([*(examples[field][index] for field in fields), datamodule.label_names[pred], f"{prob:.6f}"])
         atomic_write_text(path, out.getvalue())
         print(f"Wrote {len(rows)} predictions ({split} split) to {path}")
+
+
+def gather_dicts(part: dict, world_size: int) -> dict:
+    """Every process's ``part`` merged, on every process (a collective call: all must make it)."""
+    if world_size == 1:
+        return part
+    parts: list[dict] = [{} for _ in range(world_size)]
+    torch.distributed.all_gather_object(parts, part)
+    return {key: value for each in parts for key, value in each.items()}
+
+
+def log_dir(trainer: pl.Trainer) -> str:
+    """The trainer's log dir, else its root dir. ``trainer.log_dir`` is a broadcast from rank 0:
+    every process must ask for it, or the run hangs; callbacks ask before any rank-0-only work."""
+    return trainer.log_dir or trainer.default_root_dir
 
 
 class StepSeed(Callback):
@@ -82,12 +101,14 @@ class StepSeed(Callback):
 
 class TestMetricsWriter(Callback):
     """After a test, write the module's metrics (acc, macro F1, head/tail F1, per-class F1) as
-    ``test_metrics.json`` in the trainer's log dir, from the global-zero process."""
+    ``test_metrics.json`` in the trainer's log dir, from the global-zero process (the metrics
+    are reduced over all processes already)."""
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         result = getattr(pl_module, "last_test_metrics", None)
-        if trainer.is_global_zero and trainer.log_dir is not None and result is not None:
-            atomic_write_json(Path(trainer.log_dir) / "test_metrics.json", result)
+        folder = log_dir(trainer)
+        if trainer.is_global_zero and result is not None:
+            atomic_write_json(Path(folder) / "test_metrics.json", result)
 
 
 class ValidateLastStep(Callback):
@@ -129,14 +150,16 @@ class PlotWriter(Callback):
         self.output_dir = output_dir
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.enabled or not trainer.is_global_zero:
+        if not self.enabled:
             return
         datamodule = trainer.datamodule
         if not isinstance(pl_module, LongTailedClassifier) or pl_module.last_test_metrics is None \
                 or not isinstance(datamodule, LongTailedDataModule):
             rank_zero_warn("PlotWriter plots a lt-tuning classifier tested on a LongTailedDataModule; no plots written.")
             return
-        folder = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
+        folder = Path(self.output_dir or log_dir(trainer))
+        if not trainer.is_global_zero:
+            return
         for name, figure in self.figures(datamodule, pl_module).items():
             plots.save_figure(figure, folder / name)
 

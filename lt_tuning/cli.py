@@ -7,6 +7,7 @@ trains, keeps the best checkpoint by dev macro F1, stops early, then tests the b
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,8 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LTTuningCLI:
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lt-tuning`` console script. Returns None, so that the script's
     ``sys.exit(main())`` exits 0 after a successful run."""
+    # Lightning's own use of a torch API that torch deprecated: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     build_cli(args)
 
 

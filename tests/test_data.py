@@ -338,10 +338,10 @@ def test_length_grouped_batches_cover_each_example_once_and_change_per_epoch():
 
     generator = torch.Generator().manual_seed(0)
     lengths = torch.randint(3, 200, (1003,), generator=generator).tolist()
-    sampler = LengthGroupedBatchSampler(lengths, batch_size=16, group_batches=8, seed=5)
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=16, group_batches=8, generator=torch.Generator())
+    sampler.generator.manual_seed(5)
     epochs = []
-    for epoch in range(2):
-        sampler.set_epoch(epoch)
+    for _ in range(2):  # each epoch a new draw from the generator: nobody has to call set_epoch
         batches = list(sampler)
         assert len(batches) == len(sampler) == 63
         assert sorted(i for batch in batches for i in batch) == list(range(1003))
@@ -352,8 +352,39 @@ def test_length_grouped_batches_cover_each_example_once_and_change_per_epoch():
     shuffled = torch.randperm(1003, generator=generator).split(16)
     plain = sum(len(b) * max(lengths[i] for i in b.tolist()) for b in shuffled)
     assert grouped < 0.8 * plain
-    sampler.set_epoch(0)
-    assert list(sampler) == epochs[0]  # the same epoch, the same batches
+    sampler.generator.manual_seed(5)
+    assert list(sampler) == epochs[0]  # the same generator state, the same batches
+
+
+@pytest.mark.parametrize("num_examples", [1003, 5])
+def test_distributed_length_grouped_sampler_gives_each_process_equal_full_grouped_batches(num_examples):
+    from lt_tuning.data import DistributedLengthGroupedSampler
+
+    lengths = torch.randint(3, 200, (num_examples,), generator=torch.Generator().manual_seed(0)).tolist()
+    samplers = [DistributedLengthGroupedSampler(lengths, 16, num_replicas=2, rank=rank, seed=7) for rank in (0, 1)]
+    epochs = []
+    for epoch in range(2):
+        for sampler in samplers:
+            sampler.set_epoch(epoch)  # as Lightning does
+        ranks = [list(sampler) for sampler in samplers]
+        per_rank = -(-num_examples // 32) * 16  # ceil(n / (batch x processes)) full batches each
+        assert [len(r) for r in ranks] == [len(s) for s in samplers] == [per_rank, per_rank]
+        assert set(ranks[0] + ranks[1]) == set(range(num_examples))  # every example, a few twice to fill batches
+        reference = length_grouped_reference(lengths, 7 + epoch)  # the epoch every process draws
+        assert all(len(batch) == 16 for batch in reference)
+        for rank in (0, 1):  # a DataLoader with batch_size 16 cuts each stream into its share of those batches
+            assert [ranks[rank][i : i + 16] for i in range(0, per_rank, 16)] == reference[rank::2]
+        epochs.append(ranks)
+    assert epochs[0] != epochs[1]
+    assert [list(s) for s in samplers] == epochs[1]  # an epoch is a function of the seed and epoch alone
+
+
+def length_grouped_reference(lengths, seed):
+    """The padded epoch of 2 processes x batches of 16."""
+    from lt_tuning.data.sampler import length_grouped_batches
+
+    total = -(-len(lengths) // 32) * 32
+    return length_grouped_batches(torch.as_tensor(lengths), 16, 50, torch.Generator().manual_seed(seed), total)
 
 
 def test_datamodule_groups_training_batches_by_length(tmp_path, tiny_dir):

@@ -4,7 +4,7 @@ from lt_tuning.data.corpus import MaskedLMCorpusDataModule
 from lt_tuning.data.datamodule import LongTailedDataModule
 from lt_tuning.data.prompt import Template, add_pseudo_tokens
 from lt_tuning.data.reading import DataFileError, read_labelled_file
-from lt_tuning.data.sampler import LengthGroupedBatchSampler
+from lt_tuning.data.sampler import DistributedLengthGroupedSampler, LengthGroupedBatchSampler
 from lt_tuning.data.sources import RELEASE_URL, download_task, resolve_task_dir
 from lt_tuning.data.vocab import train_wordpiece_tokenizer
 from lt_tuning.data.tasks import (
@@ -22,6 +22,7 @@ __all__ = [
     "CMIDDataModule",
     "CTCDataModule",
     "DataFileError",
+    "DistributedLengthGroupedSampler",
     "IFLYTEKDataModule",
     "LengthGroupedBatchSampler",
     "LongTailedDataModule",

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lt_tuning.data.sampler import LengthGroupedBatchSampler
+from lt_tuning.data.sampler import DistributedLengthGroupedSampler, LengthGroupedBatchSampler
 
 
 def shuffle_seed() -> int:
@@ -22,15 +22,23 @@ def shuffle_seed() -> int:
     return int(torch.randint(0, 2**62, (), generator=generator).item())
 
 
-def train_loader(dataset: Dataset, batch_size: int, group_by_length: bool, **kwargs: Any) -> ResumableDataLoader:
-    """Shuffled batches (of similar lengths with ``group_by_length``) that resume mid-epoch."""
+def train_loader(dataset: Dataset, batch_size: int, group_by_length: bool, world_size: int = 1, rank: int = 0,
+                 **kwargs: Any) -> ResumableDataLoader:
+    """Shuffled batches (of similar lengths with ``group_by_length``), a new order each epoch,
+    that resume mid-epoch. On ``world_size`` processes: process ``rank``'s share, as many
+    batches on each, from a ``DistributedSampler`` (Lightning cannot put its own into a batch sampler)."""
     seed = shuffle_seed()
-    if group_by_length:
-        lengths = [len(ids) for ids in dataset["input_ids"]]
-        kwargs["batch_sampler"] = LengthGroupedBatchSampler(lengths, batch_size, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    lengths = [len(ids) for ids in dataset["input_ids"]] if group_by_length else None
+    if world_size > 1:
+        kwargs.update(batch_size=batch_size, sampler=(
+            DistributedLengthGroupedSampler(lengths, batch_size, world_size, rank, seed) if group_by_length
+            else DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)))
+    elif group_by_length:
+        kwargs["batch_sampler"] = LengthGroupedBatchSampler(lengths, batch_size, generator=generator)
     else:
         kwargs.update(batch_size=batch_size, shuffle=True)
-    return ResumableDataLoader(dataset, generator=torch.Generator().manual_seed(seed), **kwargs)
+    return ResumableDataLoader(dataset, generator=generator, **kwargs)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, world_size: int, rank: int, **kwargs: Any) -> DataLoader:

@@ -158,7 +158,9 @@ class LongTailedClassifier(pl.LightningModule):
         self.metrics[stage].reset()
         per_class = computed.pop("per_class_f1")
         values = {f"{stage}/{name}": value for name, value in computed.items()}
-        self.log_dict(values, prog_bar=stage == "val")  # already reduced across processes
+        # Reduced across processes already, so equal on all: "max" syncs them exactly (Lightning
+        # would warn about an unsynced value, and "mean" could round).
+        self.log_dict(values, prog_bar=stage == "val", sync_dist=True, reduce_fx="max")
         result = {key: float(value) for key, value in values.items()}
         result[f"{stage}/per_class_f1"] = per_class.tolist()
         return result

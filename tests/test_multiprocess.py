@@ -1,0 +1,97 @@
+"""``lt-tuning`` on 2 CPU processes (DDP over gloo), run as a user runs it: the console script, a
+fresh process, another folder. Each result equals the 1-process one of the same checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, SHARED_DATA, require_split
+from lt_tuning.cli import main
+
+# 101 examples a split, evaluated 10 a batch: the processes get 51 and 50 (6 and 5 batches).
+DATA = ["--data.init_args.limit_examples=101", "--data.init_args.batch_size=8", "--data.init_args.eval_batch_size=10"]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+TWO = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+
+
+def cmid_args(model_dir: str, method: str, cache: Path) -> list[str]:
+    return ["--config", str(ROOT / "examples/data/cmid.yaml"), "--config", str(ROOT / f"examples/methods/{method}.yaml"),
+            f"--data.init_args.data_dir={SHARED_DATA}", f"--data.init_args.model_name_or_path={model_dir}",
+            f"--data.init_args.cache_dir={cache}", *DATA, *QUIET]
+
+
+def run_two_processes(folder: Path, subcommand: str, args: list[str]) -> subprocess.CompletedProcess:
+    """``lt-tuning <subcommand> ... --trainer.devices 2`` in ``folder``; a hang fails after 240 s."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([shutil.which("lt-tuning") or str(Path(sys.executable).parent / "lt-tuning"),
+                             subcommand, *args, *TWO], cwd=folder, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Traceback" not in result.stderr
+    assert "sync_dist=True" not in result.stderr  # the metrics are reduced already: no advice that does not apply
+    return result
+
+
+def metrics_files(folder: Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(folder.rglob("test_metrics.json"))]
+
+
+def one_process_test_metrics(folder: Path, args: list[str], monkeypatch) -> dict:
+    monkeypatch.chdir(folder)
+    main(["test", *args, f"--trainer.default_root_dir={folder}"])
+    [metrics] = metrics_files(folder)
+    return metrics
+
+
+@pytest.mark.slow
+def test_two_process_fit_with_length_grouping_and_bf16_then_test(tmp_path, tiny_bert_dir, monkeypatch):
+    """fit with ``group_by_length`` and bf16-mixed on 2 processes, then ``test`` on 2: the metrics
+    are printed once, written once (with the plots), and equal a 1-process test of the checkpoint."""
+    require_split("cmid", "train")
+    args = cmid_args(tiny_bert_dir, "prompt_tuning", tmp_path / "cache")
+    fit_dir = tmp_path / "fit"
+    fit_dir.mkdir()
+    fit = run_two_processes(fit_dir, "fit", [*args, "--data.init_args.group_by_length=true",
+                                             "--trainer.precision=bf16-mixed", "--trainer.max_steps=4",
+                                             "--trainer.val_check_interval=2", "--model.init_args.learning_rate=0.01"])
+    assert fit.stdout.count("test/tail_f1") == 1
+    [fitted] = metrics_files(fit_dir)
+    [log_dir] = [path.parent for path in fit_dir.rglob("test_metrics.json")]
+    assert sorted(path.name for path in log_dir.glob("*.png")) == [
+        "class_distribution.png", "per_class_f1.png", "weight_norms.png"]
+    [best] = log_dir.glob("checkpoints/best-step=*.ckpt")
+    assert 0 < fitted["test/acc"] < 1  # a result that can tell the processes' shares apart
+    evaluation = [*args, f"--ckpt_path={best}", "--trainer.precision=bf16-mixed"]
+    two = tmp_path / "two"
+    two.mkdir()
+    tested = run_two_processes(two, "test", evaluation)
+    assert tested.stdout.count("test/tail_f1") == 1
+    one = tmp_path / "one"
+    one.mkdir()
+    assert metrics_files(two) == [fitted] == [one_process_test_metrics(one, evaluation, monkeypatch)]
+
+
+@pytest.mark.slow
+def test_two_process_fit_without_grouping_then_predict_writes_each_example_once_in_order(tmp_path, tiny_bert_dir,
+                                                                                      monkeypatch):
+    require_split("cmid", "train")
+    args = cmid_args(tiny_bert_dir, "cls_tuning_tanh", tmp_path / "cache")
+    run_two_processes(tmp_path, "fit", [*args, "--data.init_args.group_by_length=false", "--trainer.max_steps=3",
+                                        "--test_after_fit=false"])
+    [best] = tmp_path.rglob("best-step=3.ckpt")  # validated at the last step
+    predict = [*args, f"--ckpt_path={best}"]
+    result = run_two_processes(tmp_path, "predict", [*predict, f"--prediction_writer.output_file={tmp_path / 'two.tsv'}"])
+    assert result.stdout.count("Wrote 101 predictions") == 1
+    monkeypatch.chdir(tmp_path)
+    main(["predict", *predict, f"--prediction_writer.output_file={tmp_path / 'one.tsv'}"])
+    rows = list(csv.reader((tmp_path / "two.tsv").open(encoding="utf-8"), delimiter="\t"))
+    test_texts = [line.split("\t")[0] for line in (SHARED_DATA / "cmid/test.tsv").read_text("utf-8").splitlines()[1:102]]
+    assert [row[0] for row in rows[1:]] == test_texts  # every example once, in input order
+    assert (tmp_path / "two.tsv").read_text(encoding="utf-8") == (tmp_path / "one.tsv").read_text(encoding="utf-8")
