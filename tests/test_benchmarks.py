@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shlex
 import subprocess
 import sys
 
@@ -14,6 +16,7 @@ from conftest import ROOT, SHARED_DATA, require_split
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import reproduce  # noqa: E402  (the scripts' folder first)
+import rerun  # noqa: E402
 from record import diff_records, run_record  # noqa: E402
 
 
@@ -144,6 +147,20 @@ def test_reproduce_refuses_a_dirty_tree_unless_allowed_and_records_it(grid_repo,
     assert run["f1"] == 0.5 and started[0][1:] == run["command"].split()
 
 
+def test_compare_metrics_bit_for_bit():
+    recorded = {"acc": 0.375, "f1": 0.1, "head_f1": 0.3, "tail_f1": 0.05, "per_class_f1": [0.5, 0.25, 0.0]}
+    assert rerun.compare_metrics(recorded, dict(recorded)) == {
+        "compared": 7, "differing": [], "max_abs_diff": 0.0, "identical": True}
+    one_class = {**recorded, "per_class_f1": [0.5, 0.25 + 2**-40, 0.0]}
+    result = rerun.compare_metrics(recorded, one_class)
+    assert result["differing"] == ["per_class_f1[1]"] and result["max_abs_diff"] == 2**-40
+    assert not result["identical"]
+    assert not rerun.compare_metrics(recorded, {**recorded, "per_class_f1": [0.5, 0.25]})["identical"]  # a class lost
+    old = {key: recorded[key] for key in ("acc", "f1", "head_f1", "tail_f1")}  # a run.json without per-class F1
+    assert rerun.compare_metrics(old, recorded) == {"compared": 4, "differing": [], "max_abs_diff": 0.0,
+                                                    "identical": True}
+
+
 def test_diff_records_names_what_changed():
     then = {"git": {"commit": "a", "clean": True, "allow_dirty": False},
             "files": {"backbone": {"path": "examples/backbone", "files": {"model.safetensors": "1f"}}},
@@ -153,3 +170,35 @@ def test_diff_records_names_what_changed():
            "versions": {"torch": "2.13.0"}}
     assert diff_records(then, now) == ["files.backbone.files.model.safetensors: '1f' -> '2e'", "git.commit: 'a' -> 'b'"]
     assert diff_records(then, then) == []
+
+
+def test_rerun_script_reruns_the_recorded_command_and_fails_on_a_difference(tmp_path, run_script, monkeypatch):
+    for key in [key for key in os.environ if key.startswith(("OMP_", "MKL_"))] + ["OMP_NUM_THREADS"]:
+        monkeypatch.setenv(key, "1")  # rerun.py sets this process's thread variables: restored after the test
+    metrics = {"acc": 0.5, "f1": 0.25, "head_f1": 0.5, "tail_f1": 0.125, "per_class_f1": [0.25, 0.5]}
+    fake_fit = ("import json, pathlib, sys; root = pathlib.Path(sys.argv[sys.argv.index('--trainer.default_root_dir') + 1]);"
+                f"root.mkdir(parents=True, exist_ok=True); (root / 'test_metrics.json').write_text(json.dumps({metrics!r}));"
+                "(root / 'argv.json').write_text(json.dumps(sys.argv))")
+    command = ["-c", fake_fit, "--config", "/elsewhere/wt-grid/examples/own_backbone.yaml",
+               "--trainer.default_root_dir", "benchmarks/results/grid/runs/same"]
+    for name, recorded in (("same", metrics), ("other", {**metrics, "per_class_f1": [0.25, 0.75]})):
+        (tmp_path / "grid" / "runs" / name).mkdir(parents=True)
+        (tmp_path / "grid" / "runs" / name / "run.json").write_text(json.dumps({"command": shlex.join(command),
+                                                                                 **recorded}))
+    runs = [tmp_path / "grid" / "runs" / name for name in ("same", "other")]
+    with pytest.raises(SystemExit) as exit_code:
+        run_script("rerun.py", *runs, "--output", tmp_path / "out")
+    assert exit_code.value.code == 1
+    argv = json.loads((tmp_path / "out" / "grid-same" / "argv.json").read_text())
+    assert argv[1:] == ["--config", "examples/own_backbone.yaml",  # another checkout's path, as this one's
+                        "--trainer.default_root_dir", str(tmp_path / "out" / "grid-same")]
+    same, other = json.loads((tmp_path / "out" / "rerun.json").read_text())
+    assert same["identical"] and same["compared"] == 6 and same["record_differences"] is None
+    assert other["differing"] == ["per_class_f1[1]"] and other["max_abs_diff"] == 0.25
+    table = (tmp_path / "out" / "rerun.md").read_text()
+    assert "| 50.0000 / 50.0000 | 25.0000 / 25.0000 | 50.0000 / 50.0000 | 12.5000 / 12.5000 | 2 classes, 0 differ " \
+           "| 0 | identical |" in table
+    assert "| 2 classes, 1 differ | 0.25 | **differs** |" in table and "differs in: per_class_f1[1]" in table
+    with pytest.raises(SystemExit) as exit_code:
+        run_script("rerun.py", *runs, "--output", tmp_path / "out2", "--no-fail")
+    assert exit_code.value.code == 0
