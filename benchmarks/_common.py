@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from record import cpu
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -104,14 +106,6 @@ def environment() -> dict[str, Any]:
     import torch
     import transformers
 
-    cpu, flags = platform.processor() or platform.machine(), set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -119,8 +113,7 @@ def environment() -> dict[str, Any]:
         "transformers": transformers.__version__,
         "tokenizers": tokenizers.__version__,
         "datasets": datasets.__version__,
-        "cpu": cpu,
-        "cpu_bf16_instructions": sorted(flags & {"amx_bf16", "avx512_bf16"}),  # bf16 speed hinges on these
+        **cpu(),  # bf16 speed hinges on its bf16 instructions
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),

@@ -2,8 +2,11 @@
 
 Each cell is ``--config examples/data/<dataset>.yaml --config examples/methods/<method>.yaml``
 plus the overrides given after ``--``, run in its own process under ``<output>/runs/``.
-A finished run's ``run.json`` holds its command and test metrics, so the committed results are the
-whole record, and a sweep (interrupted, or on a new clone) skips the runs it has.
+A finished run's ``run.json`` holds its command (paths relative to the repository), its test metrics
+and a ``record`` of what the result depends on (commit, clean tree, sha256 of the configs, backbone
+and data files, threads, versions, CPU: ``record.py``), so the committed results are the whole
+record, a sweep (interrupted, or on a new clone) skips the runs it has, and ``rerun.py`` repeats a
+run and names what differs. A tree with uncommitted changes is refused unless ``--allow-dirty``.
 The table (mean (std) over seeds of Acc / F1 / head F1 / tail F1) goes to ``<output>/table.md``
 and ``table.json``, with the exact command in ``<output>/command.txt``.
 
@@ -32,6 +35,7 @@ from pathlib import Path
 
 from lt_tuning.io import atomic_write_json, atomic_write_text
 from lt_tuning.results import aggregate_runs, read_test_metrics, write_table
+from record import run_record
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_DEFINITIONS = ["--model.init_args.f1_over", "present", "--data.init_args.head_tail_from", "eval"]
@@ -48,18 +52,33 @@ def finished(run_dir: Path) -> bool:
     return (run_dir / "run.json").is_file() and "f1" in json.loads((run_dir / "run.json").read_text())
 
 
-def run_cell(dataset: str, method: str, seed: int, run_dir: Path, overrides: list[str]) -> None:
-    """One ``lt-tuning fit`` (then test) in a subprocess, logging into ``run_dir``."""
+def repo_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it, so that a recorded command runs from any clone."""
+    path = path.resolve()
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
+
+
+def run_cell(dataset: str, method: str, seed: int, run_dir: Path, overrides: list[str],
+             allow_dirty: bool = False) -> None:
+    """One ``lt-tuning fit`` (then test) in a subprocess, logging into ``run_dir``; its ``run.json``
+    gets the command, the test metrics and the record of what the result depends on (``record.py``).
+    Refuses to run from a tree with changes outside the grid's output unless ``allow_dirty``."""
     if finished(run_dir):
         print(f"done already: {run_dir}", flush=True)
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable, "-m", "lt_tuning.cli", "fit",
-        "--config", str(config_path("data", dataset)), "--config", str(config_path("methods", method)),
-        "--seed_everything", str(seed), "--trainer.default_root_dir", str(run_dir),
+    cli_args = [
+        "fit", "--config", repo_path(config_path("data", dataset)),
+        "--config", repo_path(config_path("methods", method)),
+        "--seed_everything", str(seed), "--trainer.default_root_dir", repo_path(run_dir),
         "--trainer.enable_progress_bar", "false", *STUDY_DEFINITIONS, *overrides,
     ]
+    record = run_record(cli_args, ROOT, allow_dirty, exclude=run_dir.parent.parent)  # <output>/runs/<cell>
+    if not (record["git"]["clean"] or allow_dirty):
+        raise SystemExit("Uncommitted changes: a run from this tree would not reproduce from its commit "
+                         "(commit them, or pass --allow-dirty):\n"
+                         + "\n".join(record["git"]["changes"]))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "lt_tuning.cli", *cli_args]
     start = time.perf_counter()
     with open(run_dir / "log.txt", "w", encoding="utf-8") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -67,6 +86,7 @@ def run_cell(dataset: str, method: str, seed: int, run_dir: Path, overrides: lis
     atomic_write_json(run_dir / "run.json", {
         "dataset": dataset, "method": method, "seed": seed, "seconds": round(seconds, 1),
         "command": shlex.join(command[1:]), **read_test_metrics(run_dir),  # the metrics join the record
+        "record": record,
     })
     print(f"{dataset} {method} seed {seed}: {seconds:.0f} s", flush=True)
 
@@ -79,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", required=True, help="names in examples/methods or YAML paths")
     parser.add_argument("--seeds", nargs="+", type=int, default=[775, 776, 777])
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="run from a tree with uncommitted changes (recorded in each run.json)")
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: the table of the finished runs, naming the cells' runs still missing")
     args = parser.parse_args(argv[:split])
@@ -91,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                 if args.table_only and not finished(run_dir):
                     missing.append(run_dir.name)
                     continue
-                run_cell(Path(dataset).stem, Path(method).stem, seed, run_dir, overrides)
+                run_cell(Path(dataset).stem, Path(method).stem, seed, run_dir, overrides, args.allow_dirty)
                 run_dirs.append(run_dir)
     rows = aggregate_runs(run_dirs)
     command = shlex.join(["python", "benchmarks/reproduce.py", *(arg for arg in argv if arg != "--table-only")])

@@ -1,11 +1,23 @@
-"""The speed benchmarks run and write valid result files (one quick benchmark, tiny sizes; no timing)."""
+"""The speed benchmarks run and write valid result files (one quick benchmark, tiny sizes; no timing);
+grid runs record what they depend on, and rerun.py compares a rerun with the record."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shlex
+import subprocess
 import sys
 
+import pytest
+import torch
 from conftest import ROOT, SHARED_DATA, require_split
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import reproduce  # noqa: E402  (the scripts' folder first)
+import rerun  # noqa: E402
+from record import diff_records, run_record  # noqa: E402
 
 
 def test_padding_benchmark_writes_json_and_table(tmp_path, run_script):
@@ -23,7 +35,6 @@ def test_padding_benchmark_writes_json_and_table(tmp_path, run_script):
 
 
 def test_budget_curve_reads_tables_and_computes_the_gap(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from plot_budget_curve import main as plot_budget_curve
 
     def metric(*values):
@@ -49,3 +60,145 @@ def test_budget_curve_reads_tables_and_computes_the_gap(tmp_path):
     assert (tmp_path / "out" / "budget_curve.md").read_text().splitlines()[-2:] == [
         "| cmid | 0 | 0.0 | -5.0 | 2: -10.0, 1: +0.0 |", "| cmid | 1,000 | 12.5 / 25.0 | +20.0 | 2: +10.0, 1: +30.0 |"]
     assert (tmp_path / "out" / "budget_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture
+def grid_repo(tmp_path):
+    """A committed repository with CMID/prompt-tuning configs, a backbone folder and a CMID data folder."""
+    repo = tmp_path / "repo"
+    files = {
+        "examples/data/cmid.yaml": "data:\n  class_path: lt_tuning.CMIDDataModule\n  init_args:\n    data_dir: data\n",
+        "examples/methods/prompt_tuning.yaml": "model:\n  class_path: lt_tuning.PromptTuningModule\n",
+        "examples/own.yaml": "data:\n  init_args:\n    model_name_or_path: backbone\n",
+        "backbone/model.safetensors": "weights", "backbone/config.json": "{}", "backbone/README.md": "card",
+        **{f"data/cmid/{name}": f"{name} rows" for name in
+           ("train.tsv", "dev.tsv", "test.tsv", "label2idx.json", "verbalizer.json")},
+    }
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "grid inputs")
+    return repo
+
+
+def test_run_record_holds_commit_checksums_threads_versions_cpu(grid_repo):
+    cli_args = ["fit", "--config", "examples/data/cmid.yaml", "--config", "examples/methods/prompt_tuning.yaml",
+                "--config", "examples/own.yaml", "--trainer.default_root_dir", "out/runs/x"]
+    record = run_record(cli_args, grid_repo)
+    assert record["git"] == {"commit": git(grid_repo, "rev-parse", "HEAD"), "clean": True, "changes": [],
+                             "allow_dirty": False}
+    files = record["files"]
+    assert list(files["configs"]) == ["examples/data/cmid.yaml", "examples/methods/prompt_tuning.yaml",
+                                      "examples/own.yaml"]
+    assert files["configs"]["examples/own.yaml"] == hashlib.sha256(b"data:\n  init_args:\n"
+                                                                   b"    model_name_or_path: backbone\n").hexdigest()
+    # the backbone is found through the resolved config (own.yaml's override); its model card is no input
+    assert files["backbone"] == {"path": "backbone", "files": {
+        "config.json": hashlib.sha256(b"{}").hexdigest(),
+        "model.safetensors": hashlib.sha256(b"weights").hexdigest()}}
+    assert files["data"]["train.tsv"] == {"path": str(grid_repo / "data" / "cmid" / "train.tsv"),
+                                          "sha256": hashlib.sha256(b"train.tsv rows").hexdigest()}
+    assert sorted(files["data"]) == ["dev.tsv", "label2idx.json", "test.tsv", "train.tsv", "verbalizer.json"]
+    assert record["machine"]["torch_threads"] == torch.get_num_threads()
+    assert record["machine"]["cpu"] and isinstance(record["machine"]["cpu_bf16_instructions"], list)
+    assert set(record["versions"]) == {"python", "torch", "pytorch-lightning", "transformers", "tokenizers",
+                                       "datasets", "torchmetrics", "numpy"}
+    assert record["config"]["seed_everything"] == 775 and "default_root_dir" not in record["config"]["trainer"]
+    (grid_repo / "examples" / "own.yaml").write_text("data:\n  init_args:\n    model_name_or_path: elsewhere\n")
+    changed = run_record(cli_args, grid_repo)
+    assert changed["git"]["clean"] is False and changed["git"]["changes"] == [" M examples/own.yaml"]
+    assert changed["files"]["configs"]["examples/own.yaml"] != files["configs"]["examples/own.yaml"]
+
+
+def test_reproduce_refuses_a_dirty_tree_unless_allowed_and_records_it(grid_repo, monkeypatch):
+    started, real_run = [], subprocess.run
+
+    def fake_run(command, cwd, **kwargs):  # the run (not git): a test_metrics.json in its log folder
+        if command[0] == "git":
+            return real_run(command, cwd=cwd, **kwargs)
+        started.append(command)
+        log_dir = cwd / command[command.index("--trainer.default_root_dir") + 1] / "version_0"
+        log_dir.mkdir(parents=True)
+        (log_dir / "test_metrics.json").write_text(json.dumps({f"test/{m}": 0.5 for m in ("acc", "f1", "head_f1",
+                                                                                          "tail_f1")}))
+
+    monkeypatch.setattr(reproduce, "ROOT", grid_repo)
+    monkeypatch.setattr(reproduce.subprocess, "run", fake_run)
+    (grid_repo / "notes.txt").write_text("not committed")
+    args = ["--datasets", "cmid", "--methods", "prompt_tuning", "--seeds", "1", "--output", str(grid_repo / "out"),
+            "--", "--config", "examples/own.yaml"]
+    with pytest.raises(SystemExit, match="--allow-dirty"):
+        reproduce.main(args)
+    assert not started and not (grid_repo / "out" / "runs" / "cmid-prompt_tuning-1" / "run.json").exists()
+    reproduce.main(["--allow-dirty", *args])
+    run = json.loads((grid_repo / "out" / "runs" / "cmid-prompt_tuning-1" / "run.json").read_text())
+    assert run["record"]["git"] | {"commit": None} == {
+        "commit": None, "clean": False, "changes": ["?? notes.txt"], "allow_dirty": True}  # out/ is the grid's own
+    assert run["command"].startswith("-m lt_tuning.cli fit --config examples/data/cmid.yaml "
+                                     "--config examples/methods/prompt_tuning.yaml --seed_everything 1 "
+                                     "--trainer.default_root_dir out/runs/cmid-prompt_tuning-1 ")  # from any clone
+    assert run["f1"] == 0.5 and started[0][1:] == run["command"].split()
+
+
+def test_compare_metrics_bit_for_bit():
+    recorded = {"acc": 0.375, "f1": 0.1, "head_f1": 0.3, "tail_f1": 0.05, "per_class_f1": [0.5, 0.25, 0.0]}
+    assert rerun.compare_metrics(recorded, dict(recorded)) == {
+        "compared": 7, "differing": [], "max_abs_diff": 0.0, "identical": True}
+    one_class = {**recorded, "per_class_f1": [0.5, 0.25 + 2**-40, 0.0]}
+    result = rerun.compare_metrics(recorded, one_class)
+    assert result["differing"] == ["per_class_f1[1]"] and result["max_abs_diff"] == 2**-40
+    assert not result["identical"]
+    assert not rerun.compare_metrics(recorded, {**recorded, "per_class_f1": [0.5, 0.25]})["identical"]  # a class lost
+    old = {key: recorded[key] for key in ("acc", "f1", "head_f1", "tail_f1")}  # a run.json without per-class F1
+    assert rerun.compare_metrics(old, recorded) == {"compared": 4, "differing": [], "max_abs_diff": 0.0,
+                                                    "identical": True}
+
+
+def test_diff_records_names_what_changed():
+    then = {"git": {"commit": "a", "clean": True, "allow_dirty": False},
+            "files": {"backbone": {"path": "examples/backbone", "files": {"model.safetensors": "1f"}}},
+            "versions": {"torch": "2.13.0"}}
+    now = {"git": {"commit": "b", "clean": True, "allow_dirty": True},
+           "files": {"backbone": {"path": "examples/backbone", "files": {"model.safetensors": "2e"}}},
+           "versions": {"torch": "2.13.0"}}
+    assert diff_records(then, now) == ["files.backbone.files.model.safetensors: '1f' -> '2e'", "git.commit: 'a' -> 'b'"]
+    assert diff_records(then, then) == []
+
+
+def test_rerun_script_reruns_the_recorded_command_and_fails_on_a_difference(tmp_path, run_script, monkeypatch):
+    for key in [key for key in os.environ if key.startswith(("OMP_", "MKL_"))] + ["OMP_NUM_THREADS"]:
+        monkeypatch.setenv(key, "1")  # rerun.py sets this process's thread variables: restored after the test
+    metrics = {"acc": 0.5, "f1": 0.25, "head_f1": 0.5, "tail_f1": 0.125, "per_class_f1": [0.25, 0.5]}
+    fake_fit = ("import json, pathlib, sys; root = pathlib.Path(sys.argv[sys.argv.index('--trainer.default_root_dir') + 1]);"
+                f"root.mkdir(parents=True, exist_ok=True); (root / 'test_metrics.json').write_text(json.dumps({metrics!r}));"
+                "(root / 'argv.json').write_text(json.dumps(sys.argv))")
+    command = ["-c", fake_fit, "--config", "/elsewhere/wt-grid/examples/own_backbone.yaml",
+               "--trainer.default_root_dir", "benchmarks/results/grid/runs/same"]
+    for name, recorded in (("same", metrics), ("other", {**metrics, "per_class_f1": [0.25, 0.75]})):
+        (tmp_path / "grid" / "runs" / name).mkdir(parents=True)
+        (tmp_path / "grid" / "runs" / name / "run.json").write_text(json.dumps({"command": shlex.join(command),
+                                                                                 **recorded}))
+    runs = [tmp_path / "grid" / "runs" / name for name in ("same", "other")]
+    with pytest.raises(SystemExit) as exit_code:
+        run_script("rerun.py", *runs, "--output", tmp_path / "out")
+    assert exit_code.value.code == 1
+    argv = json.loads((tmp_path / "out" / "grid-same" / "argv.json").read_text())
+    assert argv[1:] == ["--config", "examples/own_backbone.yaml",  # another checkout's path, as this one's
+                        "--trainer.default_root_dir", str(tmp_path / "out" / "grid-same")]
+    same, other = json.loads((tmp_path / "out" / "rerun.json").read_text())
+    assert same["identical"] and same["compared"] == 6 and same["record_differences"] is None
+    assert other["differing"] == ["per_class_f1[1]"] and other["max_abs_diff"] == 0.25
+    table = (tmp_path / "out" / "rerun.md").read_text()
+    assert "| 50.0000 / 50.0000 | 25.0000 / 25.0000 | 50.0000 / 50.0000 | 12.5000 / 12.5000 | 2 classes, 0 differ " \
+           "| 0 | identical |" in table
+    assert "| 2 classes, 1 differ | 0.25 | **differs** |" in table and "differs in: per_class_f1[1]" in table
+    with pytest.raises(SystemExit) as exit_code:
+        run_script("rerun.py", *runs, "--output", tmp_path / "out2", "--no-fail")
+    assert exit_code.value.code == 0

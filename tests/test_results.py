@@ -50,7 +50,7 @@ def test_unfinished_run_is_named(tmp_path):
 def test_reproduce_script_runs_cells_and_writes_table(tmp_path, tiny_bert_dir, run_script, capsys):
     out = tmp_path / "out"
     args = [
-        "--datasets", "cmid", "--methods", "cls_tuning_tanh", "--seeds", "1", "--output", out, "--",
+        "--datasets", "cmid", "--methods", "cls_tuning_tanh", "--seeds", "1", "--output", out, "--allow-dirty", "--",
         "--data.init_args.model_name_or_path", tiny_bert_dir, "--data.init_args.data_dir", SHARED_DATA / "cmid",
         "--data.init_args.limit_examples", "48", "--data.init_args.cache_dir", tmp_path / "cache",
         "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
@@ -66,6 +66,7 @@ def test_reproduce_script_runs_cells_and_writes_table(tmp_path, tiny_bert_dir, r
     run = json.loads((out / "runs" / "cmid-cls_tuning_tanh-1" / "run.json").read_text())
     assert "--model.init_args.f1_over present --data.init_args.head_tail_from eval" in run["command"]  # the study's
     assert run["tail_f1"] == rows[0]["tail_f1"]["values"][0]  # run.json is the whole record: metrics included
+    assert run["record"]["files"]["backbone"]["path"] == tiny_bert_dir and run["record"]["git"]["allow_dirty"]
     for log in out.rglob("test_metrics.json"):
         log.unlink()
     capsys.readouterr()
