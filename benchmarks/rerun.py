@@ -11,7 +11,8 @@ record, as the grids ran. The rerun's acc, f1, head_f1, tail_f1 and per_class_f1
 the recorded ones; where ``run.json`` has a ``record``, it is built again now and every commit,
 checksum, version, thread setting or config value that differs is listed: what to look at when the
 figures differ. Prints and writes ``<output>/rerun.json`` and ``rerun.md``; exits 1 if any run
-differs, unless ``--no-fail``.
+differs, unless ``--no-fail``. ``--checkout DIR`` runs with the code and files of another checkout,
+e.g. one at the run's recorded commit (``git worktree add /tmp/at-COMMIT COMMIT``).
 """
 
 from __future__ import annotations
@@ -35,22 +36,22 @@ from reproduce import repo_path
 METRICS = ("acc", "f1", "head_f1", "tail_f1", "per_class_f1")
 
 
-def repo_arg(arg: str) -> str:
-    """An absolute path outside the repository whose tail is a path in it (``/work/wt-grid/examples/x.yaml``)
-    as that repository-relative path (``examples/x.yaml``); any other argument as it is."""
+def repo_arg(arg: str, root: Path = ROOT) -> str:
+    """An absolute path outside the checkout ``root`` whose tail is a path in it (``/work/wt-grid/examples/x.yaml``)
+    as that checkout-relative path (``examples/x.yaml``); any other argument as it is."""
     path = Path(arg)
-    if not path.is_absolute() or path.is_relative_to(ROOT):
+    if not path.is_absolute() or path.is_relative_to(root):
         return arg
     for start in range(1, len(path.parts)):
-        if (ROOT / Path(*path.parts[start:])).exists():
+        if (root / Path(*path.parts[start:])).exists():
             return Path(*path.parts[start:]).as_posix()
     return arg
 
 
-def rerun_args(command: str, log_dir: Path) -> list[str]:
+def rerun_args(command: str, log_dir: Path, root: Path = ROOT) -> list[str]:
     """The recorded command's arguments (after the interpreter), paths mapped by :func:`repo_arg`,
     logging into ``log_dir``."""
-    args = [repo_arg(arg) for arg in shlex.split(command)]
+    args = [repo_arg(arg, root) for arg in shlex.split(command)]
     args[args.index("--trainer.default_root_dir") + 1] = str(log_dir)
     return args
 
@@ -90,18 +91,19 @@ def use_threads(record: dict[str, Any] | None) -> None:
     torch.set_num_threads(machine["torch_threads"])
 
 
-def rerun(run_dir: Path, log_dir: Path) -> dict[str, Any]:
-    """Run ``run_dir``'s recorded command again, logging into ``log_dir``: recorded and rerun
-    metrics, their comparison, and what differs between the run's record and now."""
+def rerun(run_dir: Path, log_dir: Path, checkout: Path = ROOT) -> dict[str, Any]:
+    """Run ``run_dir``'s recorded command again with the code and files of ``checkout``, logging
+    into ``log_dir``: recorded and rerun metrics, their comparison, and what differs between the
+    run's record and now."""
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     record = run.get("record")
     use_threads(record)
-    args = rerun_args(run["command"], log_dir)
-    now = run_record(args[2:], ROOT, allow_dirty=True, exclude=log_dir) if record else None  # args[2:]: after -m
+    args = rerun_args(run["command"], log_dir, checkout)
+    now = run_record(args[2:], checkout, allow_dirty=True, exclude=log_dir) if record else None  # args[2:]: after -m
     log_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with open(log_dir / "log.txt", "w", encoding="utf-8") as log:
-        if subprocess.run([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode:
+    with open(log_dir / "log.txt", "w", encoding="utf-8") as log:  # `-m` imports lt_tuning from the cwd first
+        if subprocess.run([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, cwd=checkout).returncode:
             raise SystemExit(f"{run_dir}: the rerun failed, see {log_dir / 'log.txt'}")
     metrics = read_test_metrics(log_dir)
     return {
@@ -144,9 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="folders holding a run.json")
     parser.add_argument("--output", type=Path, help="where reruns log and the report goes (default: a temp folder)")
     parser.add_argument("--no-fail", action="store_true", help="exit 0 even when a run differs")
+    parser.add_argument("--checkout", type=Path, default=ROOT,
+                        help="run with this checkout's code and files, e.g. the run's commit: "
+                             "`git worktree add /tmp/at-COMMIT COMMIT` (default: this one)")
     args = parser.parse_args(argv)
     output = (args.output or Path(tempfile.mkdtemp(prefix="lt_rerun_"))).resolve()
-    results = [rerun(run_dir, output / f"{run_dir.resolve().parent.parent.name}-{run_dir.name}")
+    results = [rerun(run_dir, output / f"{run_dir.resolve().parent.parent.name}-{run_dir.name}", args.checkout.resolve())
                for run_dir in args.run_dirs]
     report = markdown(results)
     atomic_write_json(output / "rerun.json", results)
