@@ -12,6 +12,7 @@ from lt_tuning.data import (
     TextClassificationDataModule,
 )
 from lt_tuning.early_stopping import EpochPatienceEarlyStopping
+from lt_tuning.inference import TextClassifier, export_classifier, load_classifier
 from lt_tuning.models import ClsTuningModule, MaskedLMPretrainingModule, PromptTuningModule
 from lt_tuning.plots import (
     class_distribution_figure,
@@ -39,8 +40,11 @@ __all__ = [
     "R52DataModule",
     "TestMetricsWriter",
     "TextClassificationDataModule",
+    "TextClassifier",
     "Verbalizer",
     "class_distribution_figure",
+    "export_classifier",
+    "load_classifier",
     "per_class_f1_figure",
     "save_figure",
     "weight_norms_figure",

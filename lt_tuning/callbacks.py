@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -17,43 +15,47 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from lt_tuning import plots
 from lt_tuning.data import LongTailedDataModule, MaskedLMCorpusDataModule
-from lt_tuning.io import atomic_write_json, atomic_write_text
+from lt_tuning.data.reading import write_table
+from lt_tuning.inference import prediction_columns
+from lt_tuning.io import atomic_write_json
 from lt_tuning.models import LongTailedClassifier
 from lt_tuning.models.backbone import load_masked_lm
 from lt_tuning.models.masked_lm import masked_token_accuracy
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Write one TSV row per predicted example: its text field(s), predicted label, probability.
+    """Write one row per predicted example: its text field(s), its gold label where the split has
+    labels, the ``top_k`` predicted labels and their probabilities (see
+    :func:`~lt_tuning.inference.prediction_columns`), in input order, as TSV, CSV or JSON lines
+    by the file's suffix (:func:`~lt_tuning.data.reading.write_table`).
 
-    On several processes each predicts its share; the rows are gathered and written once, in
-    input order, by the global-zero process.
+    On several processes each predicts its share; the rows are gathered and written once, by the
+    global-zero process.
 
     Args:
         output_file: where to write; default ``<log dir>/predictions.tsv``.
+        top_k: how many labels per example, most probable first.
     """
 
-    def __init__(self, output_file: str | None = None) -> None:
+    def __init__(self, output_file: str | None = None, top_k: int = 1) -> None:
         super().__init__(write_interval="epoch")
         self.output_file = output_file
+        self.top_k = top_k
 
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions, batch_indices) -> None:
-        rows = {index: (pred, prob) for batch in predictions
-                for index, pred, prob in zip(batch["index"].tolist(), batch["pred"].tolist(), batch["prob"].tolist())}
+        rows = {index: probs for batch in predictions for index, probs in zip(batch["index"].tolist(), batch["probs"].cpu())}
         rows = gather_dicts(rows, trainer.world_size)
         path = Path(self.output_file or Path(log_dir(trainer)) / "predictions.tsv")
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
         split = datamodule.predict_split
-        examples = datamodule.examples[split]
-        fields = [key for key in ("text_a", "text_b") if key in examples]
-        out = io.StringIO()
-        writer = csv.writer(out, delimiter="\t", lineterminator="\n")
-        writer.writerow([*datamodule.text_fields, "prediction", "probability"])
-        for index, (pred, prob) in sorted(rows.items()):
-            writer.writerow([*(examples[field][index] for field in fields), datamodule.label_names[pred], f"{prob:.6f}"])
-        atomic_write_text(path, out.getvalue())
+        order = sorted(rows)
+        texts = {key: [values[index] for index in order] for key, values in datamodule.examples[split].items()}
+        spec = {"labels": datamodule.label_names, "text_fields": datamodule.text_fields,
+                "label_field": datamodule.label_field}
+        probs = torch.stack([rows[index] for index in order]).cpu()
+        write_table(path, prediction_columns(texts, spec, probs, self.top_k))
         print(f"Wrote {len(rows)} predictions ({split} split) to {path}")
 
 

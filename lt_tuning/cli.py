@@ -3,15 +3,21 @@
 ``lt-tuning fit --config examples/data/cmid.yaml --config examples/methods/prompt_tuning.yaml``
 trains, keeps the best checkpoint by dev macro F1, stops early, then tests the best checkpoint.
 ``validate``, ``test`` and ``predict`` need ``--ckpt_path`` (or ``--allow_untrained true``).
+``predict --ckpt_path CKPT --input FILE`` classifies a file of raw texts, and ``export --ckpt_path
+CKPT --output_dir DIR`` writes a folder that transformers loads (:mod:`lt_tuning.inference`).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.io import TorchCheckpointIO
@@ -19,7 +25,9 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from lt_tuning.callbacks import PlotWriter, PredictionWriter, StepSeed, TestMetricsWriter, ValidateLastStep
 from lt_tuning.data import LongTailedDataModule
+from lt_tuning.data.reading import read_texts, write_table
 from lt_tuning.early_stopping import EpochPatienceEarlyStopping
+from lt_tuning.inference import SPEC_FILE, export_classifier, load_classifier, prediction_columns
 from lt_tuning.io import AtomicCheckpointIO
 from lt_tuning.models import LongTailedClassifier
 
@@ -153,9 +161,55 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LTTuningCLI:
     )
 
 
+def classify_file(args: list[str]) -> None:
+    """``lt-tuning predict --ckpt_path CKPT --input FILE``: classify a file of raw texts."""
+    parser = argparse.ArgumentParser(
+        prog="lt-tuning predict", description="Classify the texts of a file with a trained classifier. (Without "
+        "--input, `lt-tuning predict --config ... --ckpt_path ...` predicts a dataset split through Lightning.)")
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint of `lt-tuning fit`, or an exported folder")
+    parser.add_argument("--input", required=True, help=".txt (one text a line) or .tsv/.csv/.jsonl with the text "
+                        "column(s) the model was trained on; a label column there is written beside the prediction")
+    parser.add_argument("--output", help="a .tsv, .csv or .jsonl file (default: <input name>.predictions.tsv, here)")
+    parser.add_argument("--top_k", type=int, default=1, help="labels per text, most probable first")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--device", help="e.g. cpu, cuda (default: cuda when available, else cpu)")
+    options = parser.parse_args(args)
+    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    classifier = load_classifier(options.ckpt_path, device)
+    spec = classifier.spec
+    label2idx = {label: index for index, label in enumerate(spec["labels"])}
+    texts = read_texts(options.input, spec["text_fields"], spec["label_field"], label2idx)
+    inputs = list(zip(texts["text_a"], texts["text_b"])) if "text_b" in texts else texts["text_a"]
+    probs = classifier.predict_proba(inputs, options.batch_size)
+    output = Path(options.output or f"{Path(options.input).stem}.predictions.tsv")
+    write_table(output, prediction_columns(texts, spec, probs, options.top_k))
+    print(f"Wrote {len(inputs)} predictions to {output}")
+
+
+def export_command(args: list[str]) -> None:
+    """``lt-tuning export --ckpt_path CKPT --output_dir DIR``."""
+    parser = argparse.ArgumentParser(prog="lt-tuning export", description=export_classifier.__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint of `lt-tuning fit`")
+    parser.add_argument("--output_dir", required=True)
+    options = parser.parse_args(args)
+    auto_class = export_classifier(options.ckpt_path, options.output_dir)
+    if auto_class is None:
+        reason = json.loads((Path(options.output_dir) / SPEC_FILE).read_text(encoding="utf-8"))["why_not_transformers"]
+        print(f"Wrote {options.output_dir}: it loads with lt_tuning.load_classifier only, as this variant has no "
+              f"transformers equivalent ({reason}).")
+    else:
+        print(f"Wrote {options.output_dir}: transformers' {auto_class}.from_pretrained loads it "
+              "(and lt_tuning.load_classifier).")
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lt-tuning`` console script. Returns None, so that the script's
     ``sys.exit(main())`` exits 0 after a successful run."""
+    args = sys.argv[1:] if args is None else list(args)
+    if args[:1] == ["export"]:
+        return export_command(args[1:])
+    if args[:1] == ["predict"] and any(arg == "--input" or arg.startswith("--input=") for arg in args):
+        return classify_file(args[1:])
     # Lightning's own use of a torch API that torch deprecated: nothing a user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     build_cli(args)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +30,8 @@ def cmid_args(model_dir: str, method: str, cache: Path) -> list[str]:
 def run_two_processes(folder: Path, subcommand: str, args: list[str]) -> subprocess.CompletedProcess:
     """``lt-tuning <subcommand> ... --trainer.devices 2`` in ``folder``; a hang fails after 240 s."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([shutil.which("lt-tuning") or str(Path(sys.executable).parent / "lt-tuning"),
-                             subcommand, *args, *TWO], cwd=folder, env=env, capture_output=True, text=True, timeout=240)
+    script = Path(sys.executable).with_name("lt-tuning")  # the console script installed beside this interpreter
+    result = subprocess.run([str(script), subcommand, *args, *TWO], cwd=folder, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Traceback" not in result.stderr
     assert "sync_dist=True" not in result.stderr  # the metrics are reduced already: no advice that does not apply

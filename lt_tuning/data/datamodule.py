@@ -8,6 +8,7 @@ and keeps the training loader's place for resuming.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import tempfile
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -287,11 +288,26 @@ class LongTailedDataModule(pl.LightningDataModule):
         if stage == "fit":
             self._train_loader = None  # a later fit (and its resume state) gets a loader of its own
 
+    def inference_spec(self) -> dict[str, Any]:
+        """What classifying new text needs besides the weights: label names and words, template,
+        text fields, ``max_length``, input format and the tokenizer's files."""
+        with tempfile.TemporaryDirectory() as folder:
+            self.tokenizer.save_pretrained(folder)
+            files = {path.name: path.read_bytes() for path in Path(folder).iterdir()}
+        return {"labels": self.label_names, "label_words": self.label_words, "template": self.template_text,
+                "text_fields": self.text_fields, "label_field": self.label_field, "max_length": self.max_length,
+                "input_format": self.input_format, "tokenizer_files": files}
+
     def state_dict(self) -> dict[str, Any]:
-        """The training loader's place in its epoch, saved in every checkpoint. Not left to
-        Lightning's stateful-loader support, which drops it on resume when
-        ``trainer.estimated_stepping_batches`` was read before, as for our LR schedule (Lightning #20550)."""
-        return {"train_loader": self._train_loader.position()} if self._train_loader is not None else {}
+        """Saved in every checkpoint: the :meth:`inference_spec` (a checkpoint then classifies raw
+        text on its own, see :func:`lt_tuning.load_classifier`) and the training loader's place in
+        its epoch. The latter is not left to Lightning's stateful-loader support, which drops it on
+        resume when ``trainer.estimated_stepping_batches`` was read before, as for our LR schedule
+        (Lightning #20550)."""
+        state = {"inference": self.inference_spec()}
+        if self._train_loader is not None:
+            state["train_loader"] = self._train_loader.position()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume the training loader (the current one, or else the next one made) where it stopped."""

@@ -54,9 +54,9 @@ def encode_columns(columns: dict[str, list], tokenizer: PreTrainedTokenizerBase,
         digest.update(json.dumps(columns[name], ensure_ascii=False).encode())
     key = digest.hexdigest()[:16]
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    dataset = datasets.Dataset.from_dict({**columns, "index": list(range(len(columns["label"])))})
+    dataset = datasets.Dataset.from_dict({**columns, "index": list(range(len(columns["text_a"])))})
     return dataset.map(
-        _encode_batch,
+        encode_batch,
         batched=True,
         fn_kwargs={"tokenizer": tokenizer, "template": template, "max_length": max_length},
         remove_columns=[name for name in ("text_a", "text_b") if name in columns],
@@ -66,9 +66,10 @@ def encode_columns(columns: dict[str, list], tokenizer: PreTrainedTokenizerBase,
     )
 
 
-def _encode_batch(
+def encode_batch(
     batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, template: Template | None, max_length: int
 ) -> dict[str, list]:
+    """Texts ``text_a`` (``text_b``) -> ``input_ids`` (and ``mask_positions`` with a template)."""
     text_b = batch.get("text_b")
     if template is None:
         if text_b is None:

@@ -1,4 +1,5 @@
-"""Read labelled text files (TSV, CSV, JSON lines) into validated columns.
+"""Read labelled text files (TSV, CSV, JSON lines) into validated columns, texts to classify
+(those or ``.txt``), and write tables back in the same conventions.
 
 Every problem is reported with the file, the row and what to do, before any training
 starts: a wrong number of fields, a stray quote, an empty text, an unknown label, an empty
@@ -12,6 +13,8 @@ import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+from lt_tuning.io import atomic_write_text
 
 FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
@@ -158,3 +161,51 @@ def _json_object(text: str, path: Path, line: int) -> dict:
     if not isinstance(value, dict):
         raise DataFileError(f"{path}, line {line}: expected a JSON object, got {type(value).__name__}.")
     return value
+
+
+def read_texts(path: str | Path, text_fields: Sequence[str], label_field: str | None,
+               label2idx: Mapping[str, int]) -> dict[str, list]:
+    """Texts to classify: ``.txt`` (one text a line, blank lines skipped) or a table (TSV, CSV, JSON
+    lines) with ``text_fields``; ``label`` too where the table has a ``label_field`` column (gold labels)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Input file not found: {path}")
+    if path.suffix.lower() == ".txt":
+        if len(text_fields) != 1:
+            raise DataFileError(f"{path}: a .txt file holds one text a line, but this classifier reads pairs "
+                                f"{list(text_fields)}; give a .tsv, .csv or .jsonl file with those columns.")
+        lines = read_text(path).split("\n")  # not splitlines(): texts may hold U+2028 and friends
+        rows = [(number, {text_fields[0]: line.rstrip("\r")}) for number, line in enumerate(lines, 1) if line.strip()]
+        return columns_from_rows(rows, str(path), text_fields, None, None)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataFileError(f"{path}: unknown file type {path.suffix!r}; use .txt, .tsv, .csv or .jsonl.")
+    rows = list(_rows(io.StringIO(read_text(path), newline=""), fmt, path))
+    labelled = label_field is not None and bool(rows) and label_field in rows[0][1]
+    return columns_from_rows(rows, str(path), text_fields, label_field if labelled else None, label2idx)
+
+
+def write_table(path: str | Path, columns: Mapping[str, Sequence]) -> None:
+    """Write ``columns`` (name -> values) as rows of ``path``, atomically, in the format its suffix
+    names and the conventions this module reads: TSV without quoting (a text holding a tab or a
+    line break is refused: it would not read back), CSV with standard quoting, or JSON lines."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataFileError(f"{path}: unknown output type {path.suffix!r}; use .tsv, .csv or .jsonl.")
+    names = list(columns)
+    rows = list(zip(*columns.values()))
+    out = io.StringIO()
+    if fmt == "jsonl":
+        out.writelines(json.dumps(dict(zip(names, row)), ensure_ascii=False) + "\n" for row in rows)
+    else:
+        options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE, "quotechar": None} if fmt == "tsv" else {}
+        writer = csv.writer(out, lineterminator="\n", **options)
+        writer.writerow(names)
+        for number, row in enumerate(rows, start=2):
+            try:
+                writer.writerow(row)
+            except csv.Error:
+                raise DataFileError(f"{path}, line {number}: a text holds a tab or a line break, which TSV cannot "
+                                    "hold; write .csv or .jsonl instead.") from None
+    atomic_write_text(path, out.getvalue())

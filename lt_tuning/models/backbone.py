@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoModelForMaskedLM, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, PreTrainedModel
+
+_CONFIG_ONLY: ContextVar[bool] = ContextVar("config_only", default=False)
+
+
+@contextmanager
+def config_only() -> Iterator[None]:
+    """Inside, backbones are built from the folder's ``config.json`` alone, with random weights:
+    for rebuilding a saved classifier, whose own state dict then fills in every weight."""
+    token = _CONFIG_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _CONFIG_ONLY.reset(token)
 
 
 def _from_pretrained(
@@ -18,6 +33,10 @@ def _from_pretrained(
     A checkpoint stored in half precision is widened to float32: lt-tuning trains in float32
     (or in mixed precision, which keeps float32 weights).
     """
+    if _CONFIG_ONLY.get():
+        info = kwargs.pop("output_loading_info", False)
+        model = auto_class.from_config(AutoConfig.from_pretrained(model_name_or_path), dtype=torch.float32, **kwargs)
+        return (model, {"missing_keys": []}) if info else model
     try:
         loaded = auto_class.from_pretrained(model_name_or_path, dtype=torch.float32, **kwargs)
     except OSError as err:

@@ -119,6 +119,17 @@ class LongTailedClassifier(pl.LightningModule):
         """``||w_c||`` per class, ``w_c`` the vector whose dot product with the feature gives logit c."""
         raise NotImplementedError
 
+    @property
+    def backbone(self) -> PreTrainedModel:
+        """The transformers model inside (subclasses)."""
+        raise NotImplementedError
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the module's class and its backbone's config, so that a checkpoint rebuilds the
+        classifier without the backbone's folder (:func:`lt_tuning.load_classifier`)."""
+        checkpoint["lt_tuning"] = {"module": f"{type(self).__module__}.{type(self).__qualname__}",
+                                   "backbone_config": self.backbone.config.to_dict()}
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Class logits; at inference after tau-normalisation and post-hoc logit adjustment."""
         logits = self.class_scores(batch)
@@ -149,9 +160,7 @@ class LongTailedClassifier(pl.LightningModule):
         self.metrics["test"].update(self(batch).argmax(dim=-1), batch["labels"])
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        probs = self(batch).float().softmax(dim=-1)
-        prob, pred = probs.max(dim=-1)
-        return {"index": batch["index"], "pred": pred, "prob": prob}
+        return {"index": batch["index"], "probs": self(batch).float().softmax(dim=-1)}
 
     def _log_epoch(self, stage: str) -> dict[str, float]:
         computed = self.metrics[stage].compute()  # head_tail's dict arrives flattened: head_f1, tail_f1

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from lt_tuning.models.backbone import encoder_inputs, load_encoder, load_masked_lm, mask_hidden, mlm_head_layer_norm
 from lt_tuning.models.base import LongTailedClassifier
@@ -62,6 +63,10 @@ class ClsTuningModule(LongTailedClassifier):
             if isinstance(module, nn.Linear):  # the encoder's own init, as the study's code did
                 nn.init.normal_(module.weight, std=getattr(config, "initializer_range", 0.02))
                 nn.init.zeros_(module.bias)
+
+    @property
+    def backbone(self) -> PreTrainedModel:
+        return self.encoder
 
     def class_weight_norms(self) -> torch.Tensor:
         return self.head[-1].weight.norm(p=2, dim=1)

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from lt_tuning.models.backbone import encoder_inputs, load_masked_lm, mask_hidden, mlm_head
 from lt_tuning.models.base import LongTailedClassifier
@@ -63,6 +64,10 @@ class PromptTuningModule(LongTailedClassifier):
                 "needs label words: `verbalizer`, label -> word or a verbalizer.json path)."
             )
         return self.verbalizer
+
+    @property
+    def backbone(self) -> PreTrainedModel:
+        return self.mlm
 
     def class_weight_norms(self) -> torch.Tensor:
         return self._verbalizer().weight_norms(self.mlm.get_output_embeddings().weight)
