@@ -20,6 +20,7 @@ from lt_tuning.plots import (
     save_figure,
     weight_norms_figure,
 )
+from lt_tuning.recipe import fit_and_test, recipe_trainer
 from lt_tuning.verbalizer import Verbalizer
 
 __version__ = "0.1.0"
@@ -44,8 +45,10 @@ __all__ = [
     "Verbalizer",
     "class_distribution_figure",
     "export_classifier",
+    "fit_and_test",
     "load_classifier",
     "per_class_f1_figure",
+    "recipe_trainer",
     "save_figure",
     "weight_norms_figure",
 ]

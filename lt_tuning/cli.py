@@ -21,8 +21,8 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.io import TorchCheckpointIO
-from pytorch_lightning.utilities import rank_zero_warn
 
+from lt_tuning import recipe
 from lt_tuning.callbacks import PlotWriter, PredictionWriter, StepSeed, TestMetricsWriter, ValidateLastStep
 from lt_tuning.data import LongTailedDataModule
 from lt_tuning.data.reading import read_texts, write_table
@@ -40,21 +40,13 @@ class LTTuningCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The recipe's callbacks (lt_tuning.recipe), each configurable: --checkpoint.*, --early_stopping.*, ...
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({
-            "checkpoint.monitor": "val/f1", "checkpoint.mode": "max", "checkpoint.filename": "best-{step}",
-        })
-        # last.ckpt every N steps, for `--ckpt_path last` after a kill (the best checkpoint's own
-        # save_last would only refresh it when dev F1 improves).
+        parser.set_defaults({f"checkpoint.{key}": value for key, value in recipe.BEST_CHECKPOINT.items()})
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
-        parser.set_defaults({
-            "last_checkpoint.save_top_k": 0, "last_checkpoint.save_last": True,
-            "last_checkpoint.every_n_train_steps": 100,
-        })
-        # The study's patience: 2 epochs of steps, turned into evaluations at fit time.
+        parser.set_defaults({f"last_checkpoint.{key}": value for key, value in recipe.LAST_CHECKPOINT.items()})
         parser.add_lightning_class_args(EpochPatienceEarlyStopping, "early_stopping")
-        parser.set_defaults({"early_stopping.monitor": "val/f1", "early_stopping.mode": "max",
-                             "early_stopping.patience_epochs": 2.0})
+        parser.set_defaults({f"early_stopping.{key}": value for key, value in recipe.EARLY_STOPPING.items()})
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         parser.add_lightning_class_args(TestMetricsWriter, "test_metrics")  # <log dir>/test_metrics.json
         parser.add_lightning_class_args(PlotWriter, "plots")  # PNGs after test; --plots.enabled false: none
@@ -128,15 +120,8 @@ class LTTuningCLI(LightningCLI):
     def after_fit(self) -> None:
         """Test the best checkpoint; where no evaluation saved one, the final weights, with a warning."""
         testable = isinstance(self.model, LongTailedClassifier)  # pretraining has no test split
-        if not (testable and self.config[self.subcommand].test_after_fit and not self.trainer.interrupted):
-            return
-        best = self.trainer.checkpoint_callback.best_model_path  # the best-F1 callback, by name
-        if not best:
-            rank_zero_warn(
-                "No best checkpoint was saved (no validation ran, or it did not log "
-                f"{self.trainer.checkpoint_callback.monitor!r}): TESTING THE FINAL WEIGHTS, not a best checkpoint."
-            )
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        if testable and self.config[self.subcommand].test_after_fit and not self.trainer.interrupted:
+            recipe.best_checkpoint_test(self.trainer, self.model, self.datamodule)
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LTTuningCLI:
@@ -147,15 +132,9 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LTTuningCLI:
         pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        seed_everything_default=775,
+        seed_everything_default=recipe.SEED,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "max_epochs": 10,
-            "gradient_clip_val": 1.0,
-            "val_check_interval": 100,
-            "check_val_every_n_epoch": None,
-            "precision": "32-true",
-        },
+        trainer_defaults=recipe.TRAINER,
         args=args,
         run=run,
     )
