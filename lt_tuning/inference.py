@@ -182,6 +182,8 @@ def transformers_equivalent(module: LongTailedClassifier) -> tuple[type, dict[st
 def _export(module: LongTailedClassifier, tokenizer: PreTrainedTokenizerBase, spec: dict[str, Any],
             folder: Path) -> str | None:
     folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.model_max_length = spec["max_length"]  # what `truncation=True` cuts to, as in training
     tokenizer.save_pretrained(folder)
     equivalent = transformers_equivalent(module)
     config = module.backbone.config

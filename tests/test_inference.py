@@ -104,13 +104,13 @@ def test_exported_models_give_the_same_probabilities_in_plain_transformers(saved
     """README's lines of plain transformers, in a process that never imports lt_tuning."""
     texts = {name: saved[name]["texts"] for name in ("cls_tuning_tanh", "cls_tuning_tanh_roberta", "prompt_tuning")}
     script = "import json, sys\nresults = {}\n"
+    readme_texts = '["头痛怎么办", "感冒吃什么药好"]'
     for name in ("cls_tuning_tanh", "cls_tuning_tanh_roberta"):
-        script += readme_block('pipeline("text-classification"').replace('"exported"', json.dumps(str(exported[name][0])))
-        script += f"""scores = classify({texts[name]!r})
-results[{name!r}] = [{{row["label"]: row["score"] for row in text}} for text in scores]
-"""
-    script += readme_block("AutoModelForMaskedLM").replace('"exported', json.dumps(str(exported["prompt_tuning"][0]))[:-1])
-    script = script.replace('["头痛怎么办", "感冒吃什么药好"]', repr(texts["prompt_tuning"]))
+        block = readme_block('pipeline("text-classification"').replace('"exported"', json.dumps(str(exported[name][0])))
+        script += block.replace(readme_texts, repr(texts[name]))
+        script += f"results[{name!r}] = [{{row['label']: row['score'] for row in text}} for text in scores]\n"
+    block = readme_block("AutoModelForMaskedLM").replace('"exported', json.dumps(str(exported["prompt_tuning"][0]))[:-1])
+    script += block.replace(readme_texts, repr(texts["prompt_tuning"]))
     script += """results["prompt_tuning"] = probs
 assert "lt_tuning" not in sys.modules
 print(json.dumps(results))
