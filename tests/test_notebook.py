@@ -28,3 +28,4 @@ def test_quickstart_notebook_executes(monkeypatch):
     assert "| CLS-tuning |" in text and "| Prompt-tuning |" in text
     images = [output for output in outputs if "image/png" in output.get("data", {})]
     assert len(images) == 3  # class distribution, per-class F1, weight norms
+    assert text.count(" -> ") == 3  # the trained model classifies three new sentences
