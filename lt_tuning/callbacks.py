@@ -54,7 +54,7 @@ class PredictionWriter(BasePredictionWriter):
         texts = {key: [values[index] for index in order] for key, values in datamodule.examples[split].items()}
         spec = {"labels": datamodule.label_names, "text_fields": datamodule.text_fields,
                 "label_field": datamodule.label_field}
-        probs = torch.stack([rows[index] for index in order]).cpu()
+        probs = torch.stack([rows[index] for index in order])
         write_table(path, prediction_columns(texts, spec, probs, self.top_k))
         print(f"Wrote {len(rows)} predictions ({split} split) to {path}")
 

@@ -166,3 +166,17 @@ def test_readme_python_example_runs(saved, tmp_path, monkeypatch, capsys):
     exec(block, namespace)
     assert namespace["probs"].shape == (2, 36)
     assert capsys.readouterr().out.strip() == str(namespace["classifier"].predict(["头痛怎么办", "感冒吃什么药好"]))
+
+
+def test_predicting_a_split_without_labels_through_lightning(tiny_bert_dir, tmp_path, capsys):
+    """`lt-tuning predict --config ...` on a split read with `label_field: null` (no gold labels)."""
+    out = tmp_path / "unlabelled.tsv"
+    main(["predict", "--config", str(ROOT / "examples/data/cmid.yaml"), "--config",
+          str(ROOT / "examples/methods/prompt_tuning.yaml"), f"--data.init_args.data_dir={SHARED_DATA}",
+          f"--data.init_args.model_name_or_path={tiny_bert_dir}", "--data.init_args.label_field=null",
+          "--data.init_args.limit_examples=5", f"--data.init_args.cache_dir={tmp_path}", "--allow_untrained=true",
+          f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",
+          f"--prediction_writer.output_file={out}"])
+    rows = out.read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "text\tprediction\tprobability" and len(rows) == 6
+    assert f"Wrote 5 predictions (test split) to {out}" in capsys.readouterr().out

@@ -204,7 +204,9 @@ class LongTailedDataModule(pl.LightningDataModule):
     @property
     def train_class_counts(self) -> list[int] | None:
         """Training examples per class (the class priors of the long-tail remedies); None
-        when there is no train split, so that a module needing priors says so."""
+        when there is no train split or no labels (prediction), so that a module needing priors says so."""
+        if self.label_field is None:
+            return None
         try:
             return self.class_counts("train")
         except FileNotFoundError:
