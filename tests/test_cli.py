@@ -51,6 +51,33 @@ def test_fit_without_validation_tests_the_final_weights_and_says_so(tmp_path, ti
     assert (Path(cli.trainer.log_dir) / "test_metrics.json").is_file()
 
 
+def own_cmid_args(tmp_path: Path, model_dir: str) -> list[str]:
+    """CMID's train and test files as own data, with no dev split: 48 examples, 6 batches of 8."""
+    cmid = SHARED_DATA / "cmid"
+    return [
+        "--data=lt_tuning.TextClassificationDataModule", f"--data.model_name_or_path={model_dir}",
+        f"--data.train_file={cmid / 'train.tsv'}", f"--data.test_file={cmid / 'test.tsv'}",
+        f"--data.labels={cmid / 'label2idx.json'}", f"--data.verbalizer={cmid / 'verbalizer.json'}",
+        "--data.template={cls}{text_a}？这个问题的意图是{mask}。{sep}", "--data.limit_examples=48", "--data.batch_size=8",
+        f"--data.cache_dir={tmp_path / 'cache'}", "--model=lt_tuning.PromptTuningModule",
+        f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+
+
+def test_a_config_may_give_labels_and_verbalizer_keys_as_integers(tmp_path, tiny_bert_dir):
+    require_split("cmid", "train")
+    config = tmp_path / "labels.yaml"
+    config.write_text("data:\n  init_args:\n    labels: [0, 1]\n    verbalizer: {0: 治疗, 1: 定义}\n", "utf-8")
+    rows = "".join(f"{text}\t{i % 2}\n" for i, text in enumerate(["头痛怎么办", "发烧怎么办", "感冒"]))
+    (tmp_path / "train.tsv").write_text("text\tlabel\n" + rows, "utf-8")
+    args = [*own_cmid_args(tmp_path, tiny_bert_dir), f"--data.train_file={tmp_path / 'train.tsv'}", "--config",
+            str(config)]
+    dm = build_cli(args, run=False).datamodule
+    assert dm.label_names == ["0", "1"] and dm.class_counts("train") == [2, 1]
+    assert dm.verbalizer.token_ids.tolist() == dm.tokenizer(["治疗", "定义"], add_special_tokens=False)["input_ids"]
+
+
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
 def test_evaluation_without_a_checkpoint_is_refused(subcommand, tmp_path, tiny_bert_dir):
     with pytest.raises(ValueError, match=rf"`lt-tuning {subcommand}` without --ckpt_path would use an untrained model"):

@@ -284,6 +284,23 @@ def test_datasets_dataset_source(tmp_path, tiny_dir):
     assert dm.encode("train", "cls")["input_ids"] == [[2, *ids_of("头 痛"), 3], [2, *ids_of("怎 么 办"), 3]]
 
 
+def test_integer_labels_are_indices_into_the_label_list(tmp_path, tiny_dir):
+    """0..K-1 in a file, as ints or digits, stand for ``labels[i]``; a label name that is digits stays a name."""
+    (tmp_path / "train.jsonl").write_text('{"text": "头痛", "label": 1}\n{"text": "怎么办", "label": "治疗"}\n', "utf-8")
+    dm = tiny_module(tmp_path, tiny_dir, [["头痛", "0"], ["怎么办", "1"], ["意图", "定义"]],
+                     verbalizer={0: "治疗", "1": "定义"})
+    assert dm.class_counts("test") == [1, 2]
+    assert dm.verbalizer.token_ids.tolist() == [ids_of("治 疗"), ids_of("定 义")]
+    dm = tiny_module(tmp_path, tiny_dir, [], train_file=str(tmp_path / "train.jsonl"))
+    assert dm.class_counts("train") == [1, 1]
+    dm = tiny_module(tmp_path, tiny_dir, [["头痛", "1"], ["怎么办", "0"]], labels=[1, 0])  # names that are digits
+    assert dm.label_names == ["1", "0"] and dm.class_counts("test") == [1, 1]
+    dm = tiny_module(tmp_path, tiny_dir, [["头痛", "2"]])
+    with pytest.raises(ValueError, match=r"train\.tsv, row 2: unknown label '2'\. Labels are names \(治疗, 定义\) or "
+                                         r"indices 0\.\.1\. Fix the row"):
+        dm.class_counts("test")
+
+
 # --- where data comes from ----------------------------------------------------------------
 
 def make_release(folder: Path, task: str = "cmid") -> Path:

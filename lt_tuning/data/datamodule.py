@@ -38,9 +38,9 @@ class LongTailedDataModule(pl.LightningDataModule):
     rest. Args:
         model_name_or_path: tokenizer to load with ``AutoTokenizer`` (hub name or local folder).
         text_fields: one or two column names (``text_a``, ``text_b``).
-        label_field: column holding the label name.
+        label_field: column holding the label: its name, or its index 0..K-1 in ``labels``.
         labels: label names in index order, or a path to a ``label2idx.json``.
-        verbalizer: label -> word or phrase (or a path to such a JSON) for prompt format.
+        verbalizer: label (name or index) -> word or phrase, or a path to such a JSON, for prompt format.
         template: prompt template with ``{mask}`` and ``{text_a}`` (and ``{text_b}``).
         max_length: longest encoded sequence; only text is truncated, never the template.
         head_tail_ratio: running share of examples below which a class is head.
@@ -62,8 +62,8 @@ class LongTailedDataModule(pl.LightningDataModule):
         model_name_or_path: str,
         text_fields: Sequence[str] = ("text",),
         label_field: str = "label",
-        labels: Sequence[str] | str | None = None,
-        verbalizer: Mapping[str, str] | str | None = None,
+        labels: Sequence[str | int] | str | None = None,
+        verbalizer: Mapping[str | int, str] | str | None = None,
         template: str = "{cls}{text_a}{sep}",
         max_length: int = 128,
         head_tail_ratio: float = 0.65,
@@ -157,13 +157,13 @@ class LongTailedDataModule(pl.LightningDataModule):
         return Template.parse(self.template_text, self.tokenizer, len(self.text_fields))
 
     @property
-    def _verbalizer_source(self) -> Mapping[str, str] | str | Path | None:
+    def _verbalizer_source(self) -> Mapping[str | int, str] | str | Path | None:
         return self._verbalizer if self._verbalizer is not None else self.default_verbalizer_path()
 
     @cached_property
     def label_words(self) -> dict[str, str] | None:
-        """Label -> verbalizer word as configured; None when none is (CLS-tuning needs none)."""
-        return load_label_words(self._verbalizer_source)
+        """Label name -> verbalizer word as configured; None when none is (CLS-tuning needs none)."""
+        return load_label_words(self._verbalizer_source, self.label_names)
 
     @cached_property
     def verbalizer(self) -> Verbalizer | None:

@@ -76,17 +76,26 @@ def columns_from_rows(
     return columns
 
 
+def label_index(label: object, label2idx: Mapping[str, int]) -> int | None:
+    """The index of ``label``: a label name, else an index 0..K-1 (an int, or digits that name no
+    label); None when it is neither."""
+    name = str(label)
+    if name in label2idx:
+        return label2idx[name]
+    return int(name) if name.isascii() and name.isdigit() and int(name) < len(label2idx) else None
+
+
 def _label_index(label: object, label2idx: Mapping[str, int] | None, source: str, line: int) -> int:
     if label2idx is None:
         raise DataFileError(f"{source}: no label list given; set `labels` (a list or a label2idx.json path).")
-    try:
-        return label2idx[str(label)]
-    except KeyError:
+    index = label_index(label, label2idx)
+    if index is None:
         known = ", ".join(list(label2idx)[:20]) + (", ..." if len(label2idx) > 20 else "")
         raise DataFileError(
-            f"{source}, row {line}: unknown label {label!r}. Known labels: {known}. "
-            "Fix the row or add the label to the label list (label2idx.json / `labels`)."
-        ) from None
+            f"{source}, row {line}: unknown label {label!r}. Labels are names ({known}) or indices "
+            f"0..{len(label2idx) - 1}. Fix the row or add the label to the label list (label2idx.json / `labels`)."
+        )
+    return index
 
 
 def _rows(handle, fmt: str, path: Path):

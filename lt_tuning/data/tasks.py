@@ -146,14 +146,14 @@ class TextClassificationDataModule(LongTailedDataModule):
         dataset_kwargs: extra arguments of ``load_dataset``.
         split_names: our split -> the dataset's split name.
         labels: label names in index order, or a label2idx.json path (required).
-        verbalizer: label -> word, or a JSON path (needed for prompt format).
+        verbalizer: label (name or index) -> word, or a JSON path (needed for prompt format).
     Other arguments as :class:`LongTailedDataModule`.
     """
 
     def __init__(
         self,
         model_name_or_path: str,
-        labels: Sequence[str] | str,
+        labels: Sequence[str | int] | str,
         train_file: str | None = None,
         dev_file: str | None = None,
         test_file: str | None = None,
