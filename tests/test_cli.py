@@ -65,6 +65,20 @@ def own_cmid_args(tmp_path: Path, model_dir: str) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("evaluations", [[], ["--trainer.val_check_interval=1.0", "--trainer.check_val_every_n_epoch=1"]],
+                         ids=["every 100 steps", "every epoch"])
+def test_fit_without_a_dev_split_trains_without_validation_and_tests_the_final_weights(evaluations, tmp_path,
+                                                                                      tiny_bert_dir):
+    require_split("cmid", "train")
+    with pytest.warns(UserWarning) as caught:
+        cli = build_cli(["fit", *own_cmid_args(tmp_path, tiny_bert_dir), "--trainer.max_epochs=1", *evaluations])
+    messages = [str(warning.message) for warning in caught]
+    assert any(message.startswith("No dev split: fit trains with no validation") for message in messages)
+    assert any("TESTING THE FINAL WEIGHTS" in message for message in messages)
+    assert cli.trainer.global_step == 6 and cli.trainer.ckpt_path is None  # a whole epoch, no early stop, no best
+    assert (Path(cli.trainer.log_dir) / "test_metrics.json").is_file()
+
+
 def test_a_config_may_give_labels_and_verbalizer_keys_as_integers(tmp_path, tiny_bert_dir):
     require_split("cmid", "train")
     config = tmp_path / "labels.yaml"
