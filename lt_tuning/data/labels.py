@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,8 +15,14 @@ def load_label_names(labels: Sequence[str | int] | str | Path | None) -> list[st
         raise ValueError("No label list: pass `labels` (a list of names or a label2idx.json path).")
     if isinstance(labels, (str, Path)):
         mapping = load_json_mapping(labels)
-        if sorted(mapping.values()) != list(range(len(mapping))):
-            raise DataFileError(f"{labels}: label indices must be 0..{len(mapping) - 1} with no gaps.")
+        indices, expected = list(mapping.values()), range(len(mapping))
+        if Counter(indices) != Counter(expected):
+            problems = {"missing": [i for i in expected if i not in indices],
+                        "given twice": [i for i, count in Counter(indices).items() if count > 1],
+                        "out of range": [i for i in indices if i not in expected]}
+            found = ", ".join(f"{what}: {values}" for what, values in problems.items() if values)
+            raise DataFileError(f"{labels}: label indices must be 0..{len(mapping) - 1}, each once ({found}); "
+                                "renumber the labels.")
         return sorted(mapping, key=mapping.__getitem__)
     names = [str(label) for label in labels]
     if len(set(names)) != len(names):
