@@ -104,13 +104,30 @@ class StepSeed(Callback):
 class TestMetricsWriter(Callback):
     """After a test, write the module's metrics (acc, macro F1, head/tail F1, per-class F1) as
     ``test_metrics.json`` in the trainer's log dir, from the global-zero process (the metrics
-    are reduced over all processes already)."""
+    are reduced over all processes already). With a :class:`LongTailedDataModule`, the head and
+    tail classes are named too, head to tail, with the class counts that split them (see
+    :func:`name_head_tail`)."""
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         result = getattr(pl_module, "last_test_metrics", None)
         folder = log_dir(trainer)
         if trainer.is_global_zero and result is not None:
+            if isinstance(pl_module, LongTailedClassifier) and isinstance(trainer.datamodule, LongTailedDataModule):
+                result = name_head_tail(result, trainer.datamodule)
             atomic_write_json(Path(folder) / "test_metrics.json", result)
+
+
+def name_head_tail(result: dict[str, Any], datamodule: LongTailedDataModule) -> dict[str, Any]:
+    """``result`` with its head/tail class indices as label names: ``head_classes`` and
+    ``tail_classes`` (head to tail), and ``head_tail_counts``: the split whose counts divided
+    them (``test``, or ``train`` with ``head_tail_from="train"``) and each class's count, in
+    that order (classes absent from the test split, in neither group under the default rule, last)."""
+    result, names = dict(result), datamodule.label_names
+    head, tail, counts = (result.pop(f"test/{key}") for key in ("head_classes", "tail_classes", "head_tail_counts"))
+    order = head + tail + [c for c in range(len(names)) if c not in head + tail]
+    return {**result, "head_classes": [names[c] for c in head], "tail_classes": [names[c] for c in tail],
+            "head_tail_counts": {"split": "train" if datamodule.head_tail_from == "train" else "test",
+                                 "counts": {names[c]: counts[c] for c in order}}}
 
 
 class ValidateLastStep(Callback):

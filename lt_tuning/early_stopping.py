@@ -51,3 +51,9 @@ class EpochPatienceEarlyStopping(EarlyStopping):
             )
         self.patience_steps = self.patience_epochs * trainer.num_training_batches
         self.patience = patience_in_evaluations(self.patience_steps, between * (trainer.check_val_every_n_epoch or 1))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Check at the epoch's end (with per-epoch validation) only where validation runs: a fit
+        with no dev split or ``limit_val_batches=0`` has no ``monitor`` to stop on."""
+        if sum(trainer.num_val_batches) > 0:
+            super().on_train_epoch_end(trainer, pl_module)

@@ -48,7 +48,8 @@ class Verbalizer(nn.Module):
         """
         missing = [label for label in labels if label not in label_words]
         if missing:
-            raise ValueError(f"{source}: no verbalizer word for label(s) {missing}; add an entry 'label': 'word' for each.")
+            raise ValueError(f"{source}: no verbalizer word for label(s) {missing}; add an entry 'label': 'word' for "
+                             f"each, keyed by the label's name or its index 0..{len(labels) - 1}.")
         words = [(" " if space_before else "") + label_words[label] for label in labels]
         rows = tokenizer(words, add_special_tokens=False)["input_ids"]
         for label, row in zip(labels, rows):

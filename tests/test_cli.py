@@ -15,19 +15,21 @@ from lt_tuning.cli import build_cli, main
 
 
 def tiny_cmid_args(tmp_path: Path, model_dir: str) -> list[str]:
-    """The tiny prompt model on 48 CMID examples (6 batches of 8 per epoch), evaluated every 100 steps."""
+    """The tiny prompt model on 48 CMID examples (6 batches of 8 per epoch), evaluated every 100 steps;
+    logged to ``metrics.csv`` whichever logger is the default."""
     return [
         "--data=lt_tuning.CMIDDataModule", f"--data.data_dir={SHARED_DATA}", f"--data.model_name_or_path={model_dir}",
         "--data.limit_examples=48", "--data.batch_size=8", f"--data.cache_dir={tmp_path / 'cache'}",
         "--model=lt_tuning.PromptTuningModule", "--model.learning_rate=0.001",
         "--trainer.val_check_interval=100", f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={tmp_path}",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
     ]
 
 
-def validated_steps(log_dir: str) -> list[int]:
+def logged_steps(log_dir: str, metric: str) -> list[int]:
     with open(Path(log_dir) / "metrics.csv", encoding="utf-8") as handle:
-        return [int(row["step"]) for row in csv.DictReader(handle) if row.get("val/f1")]
+        return [int(row["step"]) for row in csv.DictReader(handle) if row.get(metric)]
 
 
 @pytest.mark.parametrize(("budget", "steps"), [("--trainer.max_steps=3", 3), ("--trainer.max_epochs=1", 6)])
@@ -37,9 +39,15 @@ def test_a_budget_shorter_than_one_evaluation_interval_tests_its_best_checkpoint
     cli = build_cli(["fit", *tiny_cmid_args(tmp_path, tiny_bert_dir), budget])
     best = cli.trainer.checkpoint_callback.best_model_path
     assert Path(best).name == f"best-step={steps}.ckpt"  # validated once, at the last step
-    assert validated_steps(cli.trainer.log_dir) == [steps - 1]  # Lightning logs a step's metrics at step - 1
+    assert logged_steps(cli.trainer.log_dir, "val/f1") == [steps - 1]  # Lightning logs a step's metrics at step - 1
     assert cli.trainer.ckpt_path == best  # and the test after fit loaded it
     assert (Path(cli.trainer.log_dir) / "test_metrics.json").is_file()
+
+
+def test_fit_logs_the_training_loss_every_10_steps(tmp_path, tiny_bert_dir):
+    require_split("cmid", "train")
+    cli = build_cli(["fit", *tiny_cmid_args(tmp_path, tiny_bert_dir), "--trainer.max_steps=20"])
+    assert logged_steps(cli.trainer.log_dir, "train/loss") == [9, 19]  # a curve of a short run, not one point
 
 
 def test_fit_without_validation_tests_the_final_weights_and_says_so(tmp_path, tiny_bert_dir):
@@ -49,6 +57,47 @@ def test_fit_without_validation_tests_the_final_weights_and_says_so(tmp_path, ti
         cli = build_cli(args)
     assert cli.trainer.ckpt_path is None and cli.trainer.global_step == 2
     assert (Path(cli.trainer.log_dir) / "test_metrics.json").is_file()
+
+
+def own_cmid_args(tmp_path: Path, model_dir: str) -> list[str]:
+    """CMID's train and test files as own data, with no dev split: 48 examples, 6 batches of 8."""
+    cmid = SHARED_DATA / "cmid"
+    return [
+        "--data=lt_tuning.TextClassificationDataModule", f"--data.model_name_or_path={model_dir}",
+        f"--data.train_file={cmid / 'train.tsv'}", f"--data.test_file={cmid / 'test.tsv'}",
+        f"--data.labels={cmid / 'label2idx.json'}", f"--data.verbalizer={cmid / 'verbalizer.json'}",
+        "--data.template={cls}{text_a}？这个问题的意图是{mask}。{sep}", "--data.limit_examples=48", "--data.batch_size=8",
+        f"--data.cache_dir={tmp_path / 'cache'}", "--model=lt_tuning.PromptTuningModule",
+        f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+
+
+@pytest.mark.parametrize("evaluations", [[], ["--trainer.val_check_interval=1.0", "--trainer.check_val_every_n_epoch=1"]],
+                         ids=["every 100 steps", "every epoch"])
+def test_fit_without_a_dev_split_trains_without_validation_and_tests_the_final_weights(evaluations, tmp_path,
+                                                                                      tiny_bert_dir):
+    require_split("cmid", "train")
+    with pytest.warns(UserWarning) as caught:
+        cli = build_cli(["fit", *own_cmid_args(tmp_path, tiny_bert_dir), "--trainer.max_epochs=1", *evaluations])
+    messages = [str(warning.message) for warning in caught]
+    assert any(message.startswith("No dev split: fit trains with no validation") for message in messages)
+    assert any("TESTING THE FINAL WEIGHTS" in message for message in messages)
+    assert cli.trainer.global_step == 6 and cli.trainer.ckpt_path is None  # a whole epoch, no early stop, no best
+    assert (Path(cli.trainer.log_dir) / "test_metrics.json").is_file()
+
+
+def test_a_config_may_give_labels_and_verbalizer_keys_as_integers(tmp_path, tiny_bert_dir):
+    require_split("cmid", "train")
+    config = tmp_path / "labels.yaml"
+    config.write_text("data:\n  init_args:\n    labels: [0, 1]\n    verbalizer: {0: 治疗, 1: 定义}\n", "utf-8")
+    rows = "".join(f"{text}\t{i % 2}\n" for i, text in enumerate(["头痛怎么办", "发烧怎么办", "感冒"]))
+    (tmp_path / "train.tsv").write_text("text\tlabel\n" + rows, "utf-8")
+    args = [*own_cmid_args(tmp_path, tiny_bert_dir), f"--data.train_file={tmp_path / 'train.tsv'}", "--config",
+            str(config)]
+    dm = build_cli(args, run=False).datamodule
+    assert dm.label_names == ["0", "1"] and dm.class_counts("train") == [2, 1]
+    assert dm.verbalizer.token_ids.tolist() == dm.tokenizer(["治疗", "定义"], add_special_tokens=False)["input_ids"]
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])

@@ -6,6 +6,7 @@ import collections
 import json
 from pathlib import Path
 
+import datasets
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -282,6 +283,60 @@ def test_datasets_dataset_source(tmp_path, tiny_dir):
     )
     assert dm.class_counts("train") == [1, 1]
     assert dm.encode("train", "cls")["input_ids"] == [[2, *ids_of("头 痛"), 3], [2, *ids_of("怎 么 办"), 3]]
+
+
+def class_label_dataset(dev_name: str | None) -> datasets.DatasetDict:
+    """Train (and dev, under ``dev_name``) splits whose label column is a ClassLabel (stored as ints)."""
+    features = datasets.Features({"text": datasets.Value("string"), "y": datasets.ClassLabel(names=["治疗", "定义"])})
+    splits = {"train": datasets.Dataset.from_dict({"text": ["头痛", "怎么办", "意图"], "y": [1, 0, 1]}, features=features)}
+    if dev_name:
+        splits[dev_name] = datasets.Dataset.from_dict({"text": ["问题"], "y": [0]}, features=features)
+    return datasets.DatasetDict(splits)
+
+
+@pytest.mark.parametrize("saved", [False, True], ids=["in memory", "save_to_disk folder"])
+@pytest.mark.parametrize("dev_name", ["validation", "dev"])
+def test_a_datasetdict_in_memory_or_saved_to_disk_with_either_dev_split_name(saved, dev_name, tmp_path, tiny_dir):
+    dataset = class_label_dataset(dev_name)
+    if saved:
+        dataset.save_to_disk(tmp_path / "saved")
+        dataset = str(tmp_path / "saved")
+    dm = TextClassificationDataModule(tiny_dir, dataset_name=dataset, label_field="y", cache_dir=str(tmp_path / "c"),
+                                      template="{cls}{text_a}是{mask}{sep}", verbalizer={0: "治疗", "定义": "定义"})
+    assert dm.label_names == ["治疗", "定义"]  # the ClassLabel's names: no `labels` needed
+    assert dm.class_counts("train") == [1, 2] and dm.class_counts("dev") == [1, 0]
+    assert dm.verbalizer.token_ids.tolist() == [ids_of("治 疗"), ids_of("定 义")]  # keyed by index or by name
+    with pytest.raises(FileNotFoundError, match=r"has no test split: no split named 'test' among \['train', "
+                                                rf"'{dev_name}'\]\. Name it in split_names"):
+        dm.class_counts("test")
+    renamed = TextClassificationDataModule(tiny_dir, labels=["治疗", "定义"], dataset_name=dataset, label_field="y",
+                                           split_names={"test": "train"}, cache_dir=str(tmp_path / "c"))
+    assert renamed.class_counts("test") == [1, 2]
+
+
+def test_a_dataset_without_a_dev_split_fits_without_validation(tmp_path, tiny_dir):
+    dm = TextClassificationDataModule(tiny_dir, dataset_name=class_label_dataset(None), label_field="y",
+                                      input_format="cls", cache_dir=str(tmp_path / "c"))
+    with pytest.warns(UserWarning, match="No dev split: fit trains with no validation"):
+        dm.setup("fit")
+    assert sorted(dm.datasets) == ["train"] and dm.val_dataloader() == []  # Lightning skips validation
+
+
+def test_integer_labels_are_indices_into_the_label_list(tmp_path, tiny_dir):
+    """0..K-1 in a file, as ints or digits, stand for ``labels[i]``; a label name that is digits stays a name."""
+    (tmp_path / "train.jsonl").write_text('{"text": "头痛", "label": 1}\n{"text": "怎么办", "label": "治疗"}\n', "utf-8")
+    dm = tiny_module(tmp_path, tiny_dir, [["头痛", "0"], ["怎么办", "1"], ["意图", "定义"]],
+                     verbalizer={0: "治疗", "1": "定义"})
+    assert dm.class_counts("test") == [1, 2]
+    assert dm.verbalizer.token_ids.tolist() == [ids_of("治 疗"), ids_of("定 义")]
+    dm = tiny_module(tmp_path, tiny_dir, [], train_file=str(tmp_path / "train.jsonl"))
+    assert dm.class_counts("train") == [1, 1]
+    dm = tiny_module(tmp_path, tiny_dir, [["头痛", "1"], ["怎么办", "0"]], labels=[1, 0])  # names that are digits
+    assert dm.label_names == ["1", "0"] and dm.class_counts("test") == [1, 1]
+    dm = tiny_module(tmp_path, tiny_dir, [["头痛", "2"]])
+    with pytest.raises(ValueError, match=r"train\.tsv, row 2: unknown label '2'\. Labels are names \(治疗, 定义\) or "
+                                         r"indices 0\.\.1\. Fix the row"):
+        dm.class_counts("test")
 
 
 # --- where data comes from ----------------------------------------------------------------

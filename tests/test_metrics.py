@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -11,6 +13,8 @@ import torch.multiprocessing as mp
 from sklearn.metrics import accuracy_score, f1_score
 from torch.utils.data import DataLoader
 
+from lt_tuning.callbacks import TestMetricsWriter
+from lt_tuning.data import LongTailedDataModule
 from lt_tuning.metrics import HeadTailF1, MacroF1, head_tail_split, long_tailed_metrics
 from lt_tuning.models import LongTailedClassifier
 
@@ -192,6 +196,35 @@ def test_module_val_f1_is_scikit_learn_macro_f1(f1_over, tmp_path):
     labels = None if f1_over == "present" else list(range(num_classes))
     expected = f1_score(target, preds, labels=labels, average="macro", zero_division=0)
     assert val["val/f1"] == pytest.approx(expected) and test["test/f1"] == pytest.approx(expected)
+
+
+class FixedTestSplit(LongTailedDataModule):
+    """The hand example as a test split with predictions, labels a..d, nothing read or encoded."""
+
+    def setup(self, stage: str | None = None) -> None:
+        pass
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader([{"pred": HAND_PREDS, "labels": HAND_TARGET}], batch_size=None)
+
+
+@pytest.mark.parametrize(("head_tail_from", "class_counts", "head", "tail", "counts"), [
+    ("eval", None, ["a"], ["b", "c"], {"a": 5, "b": 3, "c": 2, "d": 0}),  # d: not in the test split, in neither group
+    ("train", [1, 2, 10, 3], ["c"], ["d", "b", "a"], {"c": 10, "d": 3, "b": 2, "a": 1}),
+])
+def test_test_metrics_json_names_the_head_and_tail_classes_and_the_counts_that_split_them(
+        head_tail_from, class_counts, head, tail, counts, tmp_path):
+    datamodule = FixedTestSplit("unused", labels=["a", "b", "c", "d"], head_tail_from=head_tail_from)
+    module = FixedPredictions("unused", num_classes=4, class_counts=class_counts)
+    trainer = pl.Trainer(logger=False, callbacks=[TestMetricsWriter()], default_root_dir=tmp_path,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    result = json.loads((tmp_path / "test_metrics.json").read_text(encoding="utf-8"))
+    assert result["head_classes"] == head and result["tail_classes"] == tail  # head to tail
+    split = "test" if head_tail_from == "eval" else "train"
+    assert result["head_tail_counts"] == {"split": split, "counts": counts}
+    assert list(result["head_tail_counts"]["counts"]) == list(counts)  # in that order
+    assert module.last_test_metrics["test/head_classes"] == [datamodule.label_names.index(c) for c in head]
 
 
 # --- distributed: two gloo processes on CPU, uneven batch counts ----------------------------

@@ -198,6 +198,10 @@ trainer:
   max_epochs: 1
   val_check_interval: 5
   default_root_dir: {tmp_path / 'runs'}
+  logger:  # metrics.csv, whichever logger is the default
+    class_path: pytorch_lightning.loggers.CSVLogger
+    init_args:
+      save_dir: {tmp_path / 'runs'}
   enable_progress_bar: false
   enable_model_summary: false
 """, encoding="utf-8")

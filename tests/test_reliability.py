@@ -100,6 +100,14 @@ BAD_FILES = {
         {"train_tsv": tsv([("头痛", "治疗"), (" ", "定义")])}, DataFileError,
         r"train\.tsv, row 3: empty text in column 'text'; fill it in or delete the row",
     ),
+    "misspelled header column": (
+        {"test_tsv": "txet\tlabel\n头痛\t治疗\n"}, DataFileError,
+        r"test\.tsv, line 1 \(the header\): no column 'text'; the header has \['txet', 'label'\]\. Fix the header",
+    ),
+    "label2idx.json with a gap in the indices": (
+        {"label2idx_json": json.dumps({"治疗": 0, "定义": 1, "表现": 3}, ensure_ascii=False)}, DataFileError,
+        r"label2idx\.json: label indices must be 0\.\.2, each once \(missing: \[2\], out of range: \[3\]\)",
+    ),
     "split file with a header only": (
         {"dev_tsv": "text\tlabel\n"}, DataFileError, r"dev\.tsv: no examples .*add rows",
     ),
@@ -151,6 +159,23 @@ def test_a_stray_csv_quote_is_reported_on_its_own_line(tmp_path):
         path.write_text("\n".join(["text,label", *rows, *tail]) + "\n", encoding="utf-8")
         with pytest.raises(DataFileError, match=rf'train\.csv, line 4: a stray quote \("\) in this row \({detail}, '
                                                 rf'the row runs on to line {7 + len(tail)}\)\. Remove the quote'):
+            read_labelled_file(path, ["text"], "label", {"治疗": 0})
+
+
+def test_json_lines_errors_say_what_is_wrong_where(tmp_path):
+    path = tmp_path / "train.jsonl"
+    cases = {  # the second line -> the error
+        '{"text": "头\t痛", "label": "治疗"}': r"train\.jsonl, line 2, column 12: not valid JSON \(Invalid control "
+                                              r"character at column 12; a tab or line break inside a string is "
+                                              r"written \\t or \\n\)\.",
+        '{"text": null, "label": "治疗"}': r"train\.jsonl, row 2: the value of column\(s\) \['text'\] is null \(empty\); "
+                                          "fill it in or delete the row",
+        '{"txt": "头痛", "label": "治疗"}': r"train\.jsonl, row 2: no column\(s\) \['text'\] \(the row has "
+                                          r"\['label', 'txt'\]\)",
+    }
+    for line, match in cases.items():
+        path.write_text('{"text": "发烧", "label": "治疗"}\n' + line + "\n", encoding="utf-8")
+        with pytest.raises(DataFileError, match=match):
             read_labelled_file(path, ["text"], "label", {"治疗": 0})
 
 
@@ -232,7 +257,8 @@ def test_classes_without_training_examples_are_named_and_still_evaluated(tmp_pat
     assert dm.class_counts("train") == [12, 12, 0]
     model = PromptTuningModule(tiny_bert_dir, num_classes=3, verbalizer=dm.verbalizer, class_counts=dm.metric_class_counts)
     trainer = pl.Trainer(max_steps=2, **QUIET)
-    with pytest.warns(UserWarning, match=r"train\.tsv: 1 class\(es\) have no training example: \['表现'\]"):
+    with pytest.warns(UserWarning, match=r"^train split \(\S+/train\.tsv\): 1 class\(es\) have no training example: "
+                                         r"\['表现'\]"):
         trainer.fit(model, dm)
     trainer.test(model, dm, verbose=False)
     result = model.last_test_metrics
@@ -248,7 +274,8 @@ def test_classes_without_a_dev_example_are_named(tmp_path, tiny_bert_dir):
     task = make_task(tmp_path / "cmid", dev_tsv=tsv([("头痛", "治疗"), ("发烧", "定义")]))  # no dev example of 表现
     dm = CMIDDataModule(data_dir=str(task), model_name_or_path=tiny_bert_dir, input_format="cls",
                         cache_dir=str(tmp_path / "cache"))
-    with pytest.warns(UserWarning, match=r"dev\.tsv: 1 class\(es\) have no dev example: \['表现'\]\. Model selection"):
+    with pytest.warns(UserWarning, match=r"^dev split \(\S+/dev\.tsv\): 1 class\(es\) have no dev example: \['表现'\]\. "
+                                         "Model selection"):
         dm.setup("fit")
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import datasets
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
@@ -38,9 +39,9 @@ class LongTailedDataModule(pl.LightningDataModule):
     rest. Args:
         model_name_or_path: tokenizer to load with ``AutoTokenizer`` (hub name or local folder).
         text_fields: one or two column names (``text_a``, ``text_b``).
-        label_field: column holding the label name.
+        label_field: column holding the label: its name, or its index 0..K-1 in ``labels``.
         labels: label names in index order, or a path to a ``label2idx.json``.
-        verbalizer: label -> word or phrase (or a path to such a JSON) for prompt format.
+        verbalizer: label (name or index) -> word or phrase, or a path to such a JSON, for prompt format.
         template: prompt template with ``{mask}`` and ``{text_a}`` (and ``{text_b}``).
         max_length: longest encoded sequence; only text is truncated, never the template.
         head_tail_ratio: running share of examples below which a class is head.
@@ -62,8 +63,8 @@ class LongTailedDataModule(pl.LightningDataModule):
         model_name_or_path: str,
         text_fields: Sequence[str] = ("text",),
         label_field: str = "label",
-        labels: Sequence[str] | str | None = None,
-        verbalizer: Mapping[str, str] | str | None = None,
+        labels: Sequence[str | int] | str | None = None,
+        verbalizer: Mapping[str | int, str] | str | None = None,
         template: str = "{cls}{text_a}{sep}",
         max_length: int = 128,
         head_tail_ratio: float = 0.65,
@@ -109,13 +110,25 @@ class LongTailedDataModule(pl.LightningDataModule):
         """Path of ``split``'s file; subclasses must say where their data lives."""
         raise NotImplementedError
 
-    def default_labels_path(self) -> Path | None:
-        """Where to find ``label2idx.json`` when ``labels`` is not given."""
+    def default_labels(self) -> Sequence[str] | Path | None:
+        """The label names, or where to find ``label2idx.json``, when ``labels`` is not given."""
         return None
 
     def default_verbalizer_path(self) -> Path | None:
         """Where to find ``verbalizer.json`` when ``verbalizer`` is not given."""
         return None
+
+    def has_split(self, split: str) -> bool:
+        """Whether the data has ``split`` at all. A released task has all three (a missing file is an
+        error, naming it, when the split is read); without a dev split, fit trains with no validation."""
+        return True
+
+    def split_source(self, split: str) -> str:
+        """Where ``split``'s rows come from, for messages: ``"dev split (path/dev.tsv)"``."""
+        try:
+            return f"{split} split ({self.split_path(split)})"
+        except FileNotFoundError:  # no file configured for this split
+            return f"{split} split"
 
     def read_split(self, split: str) -> dict[str, list]:
         """Raw validated columns ``text_a`` (``text_b``) ``label`` of ``split``."""
@@ -132,7 +145,7 @@ class LongTailedDataModule(pl.LightningDataModule):
     @cached_property
     def label_names(self) -> list[str]:
         """Label names in index order."""
-        return load_label_names(self._labels if self._labels is not None else self.default_labels_path())
+        return load_label_names(self._labels if self._labels is not None else self.default_labels())
 
     @property
     def label2idx(self) -> dict[str, int]:
@@ -157,13 +170,13 @@ class LongTailedDataModule(pl.LightningDataModule):
         return Template.parse(self.template_text, self.tokenizer, len(self.text_fields))
 
     @property
-    def _verbalizer_source(self) -> Mapping[str, str] | str | Path | None:
+    def _verbalizer_source(self) -> Mapping[str | int, str] | str | Path | None:
         return self._verbalizer if self._verbalizer is not None else self.default_verbalizer_path()
 
     @cached_property
     def label_words(self) -> dict[str, str] | None:
-        """Label -> verbalizer word as configured; None when none is (CLS-tuning needs none)."""
-        return load_label_words(self._verbalizer_source)
+        """Label name -> verbalizer word as configured; None when none is (CLS-tuning needs none)."""
+        return load_label_words(self._verbalizer_source, self.label_names)
 
     @cached_property
     def verbalizer(self) -> Verbalizer | None:
@@ -235,7 +248,8 @@ class LongTailedDataModule(pl.LightningDataModule):
 
         Before fit, every other split that has a file is read too, so that a bad row in
         test.tsv fails now rather than after training; classes without a training example,
-        and classes without a dev example (which model selection cannot see), are reported.
+        and classes without a dev example (which model selection cannot see), are reported, and
+        so is fitting without a dev split (no validation: the final weights are tested).
         """
         fmt = self.input_format
         if fmt not in ("cls", "prompt"):
@@ -243,7 +257,8 @@ class LongTailedDataModule(pl.LightningDataModule):
                 f"input_format is {fmt!r}: set the DataModule's input_format to the module's "
                 "(module.input_format, 'cls' or 'prompt'); the lt-tuning CLI does it for you."
             )
-        needed = {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test",), "predict": (self.predict_split,)}
+        fit_splits = ("train", "dev") if self.has_split("dev") else ("train",)
+        needed = {"fit": fit_splits, "validate": ("dev",), "test": ("test",), "predict": (self.predict_split,)}
         for split in needed.get(stage, SPLITS) if stage else SPLITS:
             self.datasets[split] = self.encode(split, fmt)  # a disk-cache hit after the first time
         if stage == "fit":
@@ -252,8 +267,13 @@ class LongTailedDataModule(pl.LightningDataModule):
                     self._examples(split)
             self._warn_absent_classes("train", "training example", "They are still evaluated (per-class F1, macro F1, "
                                       "and as tail classes); add training examples for them or expect F1 0.")
-            self._warn_absent_classes("dev", "dev example", "Model selection on dev (best checkpoint, early "
-                                      "stopping) cannot see them; add dev examples for them.")
+            if "dev" in fit_splits:
+                self._warn_absent_classes("dev", "dev example", "Model selection on dev (best checkpoint, early "
+                                          "stopping) cannot see them; add dev examples for them.")
+            else:
+                rank_zero_warn("No dev split: fit trains with no validation (no best checkpoint, no early stopping) "
+                               "and the final weights are tested. Give a dev split (dev_file, or a dataset's "
+                               "'validation' or 'dev' split) to select the best checkpoint.")
 
     def _has_file(self, split: str) -> bool:
         try:
@@ -262,8 +282,7 @@ class LongTailedDataModule(pl.LightningDataModule):
             return False
 
     def _warn_absent_classes(self, split: str, what: str, consequence: str) -> None:
-        where = self.split_path(split) if self._has_file(split) else f"the {split} split"
-        warn_absent_classes(where, self.label_names, self.class_counts(split), what, consequence)
+        warn_absent_classes(self.split_source(split), self.label_names, self.class_counts(split), what, consequence)
 
     def _loader_kwargs(self) -> dict[str, Any]:
         # Pads each batch to its longest row; ``label`` arrives as ``labels``.
@@ -319,8 +338,9 @@ class LongTailedDataModule(pl.LightningDataModule):
         else:
             self._train_loader_state = position
 
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("dev")
+    def val_dataloader(self) -> DataLoader | list:
+        """The dev loader; none (Lightning then skips validation) when there is no dev split."""
+        return self._eval_loader("dev") if "dev" in self.datasets else []
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")

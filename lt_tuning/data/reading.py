@@ -41,7 +41,8 @@ def read_labelled_file(
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataFileError(f"{path}: unknown file type {path.suffix!r}; use .tsv, .csv or .jsonl.")
-    rows = _rows(io.StringIO(read_text(path), newline=""), fmt, path)
+    wanted = list(text_fields) + ([label_field] if label_field is not None else [])
+    rows = _rows(io.StringIO(read_text(path), newline=""), fmt, path, wanted)
     return columns_from_rows(rows, str(path), text_fields, label_field, label2idx)
 
 
@@ -57,9 +58,14 @@ def columns_from_rows(
     columns: dict[str, list] = {name: [] for name in ("text_a", "text_b")[: len(text_fields)]}
     labels: list[int] = []
     for line, row in rows:
-        missing = [name for name in wanted if row.get(name) is None]
-        if missing:
-            raise DataFileError(f"{source}, row {line}: no value for column(s) {missing} (row has {sorted(row)}).")
+        absent = [name for name in wanted if name not in row]
+        if absent:
+            raise DataFileError(f"{source}, row {line}: no column(s) {absent} (the row has {sorted(row)}); add them "
+                                "or name the right ones in text_fields / label_field.")
+        null = [name for name in wanted if row[name] is None]
+        if null:
+            raise DataFileError(f"{source}, row {line}: the value of column(s) {null} is null (empty); "
+                                "fill it in or delete the row.")
         for key, field in zip(columns, text_fields):
             text = str(row[field])
             if not text.strip():
@@ -76,21 +82,31 @@ def columns_from_rows(
     return columns
 
 
+def label_index(label: object, label2idx: Mapping[str, int]) -> int | None:
+    """The index of ``label``: a label name, else an index 0..K-1 (an int, or digits that name no
+    label); None when it is neither."""
+    name = str(label)
+    if name in label2idx:
+        return label2idx[name]
+    return int(name) if name.isascii() and name.isdigit() and int(name) < len(label2idx) else None
+
+
 def _label_index(label: object, label2idx: Mapping[str, int] | None, source: str, line: int) -> int:
     if label2idx is None:
         raise DataFileError(f"{source}: no label list given; set `labels` (a list or a label2idx.json path).")
-    try:
-        return label2idx[str(label)]
-    except KeyError:
+    index = label_index(label, label2idx)
+    if index is None:
         known = ", ".join(list(label2idx)[:20]) + (", ..." if len(label2idx) > 20 else "")
         raise DataFileError(
-            f"{source}, row {line}: unknown label {label!r}. Known labels: {known}. "
-            "Fix the row or add the label to the label list (label2idx.json / `labels`)."
-        ) from None
+            f"{source}, row {line}: unknown label {label!r}. Labels are names ({known}) or indices "
+            f"0..{len(label2idx) - 1}. Fix the row or add the label to the label list (label2idx.json / `labels`)."
+        )
+    return index
 
 
-def _rows(handle, fmt: str, path: Path):
-    """Yield ``(line_number, {column: value})``; line numbers count the header as line 1."""
+def _rows(handle, fmt: str, path: Path, wanted: Sequence[str]):
+    """Yield ``(line_number, {column: value})``; line numbers count the header as line 1, which
+    must name the ``wanted`` columns."""
     if fmt == "jsonl":
         for number, text in enumerate(handle, start=1):
             if text.strip():
@@ -103,6 +119,12 @@ def _rows(handle, fmt: str, path: Path):
     header = next(reader, None)
     if header is None:
         return
+    missing = [name for name in wanted if name not in header]
+    if missing:
+        raise DataFileError(
+            f"{path}, line 1 (the header): no column {', '.join(map(repr, missing))}; the header has {header}. "
+            "Fix the header, or name its columns in text_fields / label_field."
+        )
     while True:
         start = reader.line_num + 1  # a quoted field may run on over several lines: report where the row starts
         try:
@@ -157,7 +179,12 @@ def _json_object(text: str, path: Path, line: int) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataFileError(f"{path}, line {line + err.lineno - 1}: not valid JSON ({err.msg}).") from None
+        detail = f"{err.msg} column {err.colno}" if err.msg.endswith(" at") else err.msg  # "Invalid control character at"
+        if "control character" in err.msg:
+            detail += "; a tab or line break inside a string is written \\t or \\n"
+        raise DataFileError(
+            f"{path}, line {line + err.lineno - 1}, column {err.colno}: not valid JSON ({detail})."
+        ) from None
     if not isinstance(value, dict):
         raise DataFileError(f"{path}, line {line}: expected a JSON object, got {type(value).__name__}.")
     return value
@@ -180,7 +207,7 @@ def read_texts(path: str | Path, text_fields: Sequence[str], label_field: str | 
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataFileError(f"{path}: unknown file type {path.suffix!r}; use .txt, .tsv, .csv or .jsonl.")
-    rows = list(_rows(io.StringIO(read_text(path), newline=""), fmt, path))
+    rows = list(_rows(io.StringIO(read_text(path), newline=""), fmt, path, text_fields))
     labelled = label_field is not None and bool(rows) and label_field in rows[0][1]
     return columns_from_rows(rows, str(path), text_fields, label_field if labelled else None, label2idx)
 

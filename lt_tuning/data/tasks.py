@@ -90,7 +90,7 @@ class ReleasedTaskDataModule(LongTailedDataModule):
     def split_path(self, split: str) -> Path:
         return self.task_dir / f"{split}.tsv"
 
-    def default_labels_path(self) -> Path:
+    def default_labels(self) -> Path:
         return self.task_dir / "label2idx.json"
 
     def default_verbalizer_path(self) -> Path:
@@ -136,28 +136,36 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+#: The names a ``datasets`` dataset may give each of our splits, tried in order.
+DATASET_SPLIT_NAMES = {"train": ("train",), "dev": ("validation", "dev"), "test": ("test",)}
+
+
 class TextClassificationDataModule(LongTailedDataModule):
     """The user's own long-tailed data: files (TSV, CSV, JSON lines) or a ``datasets`` dataset.
 
     Args:
-        train_file, dev_file, test_file: paths of the splits (header row for TSV/CSV).
-        dataset_name: instead of files, a name for ``datasets.load_dataset`` (a hub dataset,
-            or a builder such as ``"csv"`` with ``dataset_kwargs={"data_files": ...}``).
+        train_file, dev_file, test_file: paths of the splits (header row for TSV/CSV). Without
+            a dev split, fit trains with no validation and the final weights are tested.
+        dataset_name: instead of files, a ``datasets`` dataset: from Python a ``DatasetDict``;
+            by name, a folder written by ``save_to_disk`` or a name for ``datasets.load_dataset``
+            (a hub dataset, or a builder such as ``"csv"`` with ``dataset_kwargs={"data_files": ...}``).
         dataset_kwargs: extra arguments of ``load_dataset``.
-        split_names: our split -> the dataset's split name.
-        labels: label names in index order, or a label2idx.json path (required).
-        verbalizer: label -> word, or a JSON path (needed for prompt format).
+        split_names: our split (train, dev, test) -> the dataset's split name; by default
+            ``train``, ``validation`` or ``dev``, ``test``.
+        labels: label names in index order, or a label2idx.json path; default: the names of
+            the dataset's label column if it is a ``ClassLabel``.
+        verbalizer: label (name or index) -> word, or a JSON path (needed for prompt format).
     Other arguments as :class:`LongTailedDataModule`.
     """
 
     def __init__(
         self,
         model_name_or_path: str,
-        labels: Sequence[str] | str,
+        labels: Sequence[str | int] | str | None = None,
         train_file: str | None = None,
         dev_file: str | None = None,
         test_file: str | None = None,
-        dataset_name: str | None = None,
+        dataset_name: str | datasets.DatasetDict | None = None,
         dataset_kwargs: dict[str, Any] | None = None,
         split_names: Mapping[str, str] | None = None,
         **kwargs: Any,
@@ -165,10 +173,51 @@ class TextClassificationDataModule(LongTailedDataModule):
         super().__init__(model_name_or_path=model_name_or_path, labels=labels, **kwargs)
         self.files = {"train": train_file, "dev": dev_file, "test": test_file}
         if dataset_name is None and not any(self.files.values()):
-            raise ValueError("Give train_file/dev_file/test_file, or a dataset_name for datasets.load_dataset.")
+            raise ValueError("Give train_file/dev_file/test_file, or a dataset_name (a DatasetDict, a save_to_disk "
+                             "folder or a name for datasets.load_dataset).")
         self.dataset_name = dataset_name
         self.dataset_kwargs = dict(dataset_kwargs or {})
-        self.split_names = {"train": "train", "dev": "validation", "test": "test", **(split_names or {})}
+        self.split_names = dict(split_names or {})
+
+    @cached_property
+    def _source_dataset(self) -> Mapping[str, datasets.Dataset]:
+        """The ``datasets`` splits by the dataset's own split names (``dataset_name`` loaded)."""
+        source = self.dataset_name
+        if isinstance(source, str):
+            saved = Path(source, "dataset_dict.json").is_file() or Path(source, "state.json").is_file()
+            source = datasets.load_from_disk(source) if saved else datasets.load_dataset(source, **self.dataset_kwargs)
+        if not isinstance(source, Mapping):
+            raise TypeError(f"{self._dataset_label}: a {type(source).__name__} without splits; give a DatasetDict "
+                            "such as DatasetDict(train=..., validation=..., test=...).")
+        return source
+
+    @property
+    def _dataset_label(self) -> str:
+        return self.dataset_name if isinstance(self.dataset_name, str) else "dataset"
+
+    def _split_candidates(self, split: str) -> tuple[str, ...]:
+        return (self.split_names[split],) if split in self.split_names else DATASET_SPLIT_NAMES[split]
+
+    def _dataset_split(self, split: str) -> str | None:
+        """The dataset's name of ``split``; None when it has no such split."""
+        return next((name for name in self._split_candidates(split) if name in self._source_dataset), None)
+
+    def has_split(self, split: str) -> bool:
+        if self.dataset_name is None:
+            return self.files[split] is not None
+        return self._dataset_split(split) is not None
+
+    def split_source(self, split: str) -> str:
+        if self.dataset_name is None:
+            return super().split_source(split)
+        return f"{split} split ({self._dataset_label}[{self._dataset_split(split)}])"
+
+    def default_labels(self) -> list[str] | None:
+        """The names of the dataset's ``ClassLabel`` label column, if it has one."""
+        if self.dataset_name is None:
+            return None
+        features = (rows.features.get(self.label_field) for rows in self._source_dataset.values())
+        return next((feature.names for feature in features if isinstance(feature, datasets.ClassLabel)), None)
 
     def split_path(self, split: str) -> Path:
         if self.files[split] is None:
@@ -178,13 +227,16 @@ class TextClassificationDataModule(LongTailedDataModule):
     def read_split(self, split: str) -> dict[str, list]:
         if self.dataset_name is None:
             return super().read_split(split)
-        rows = self._hub_split(split)
+        name = self._dataset_split(split)
+        if name is None:
+            raise FileNotFoundError(
+                f"{self._dataset_label} has no {split} split: no split named "
+                f"{' or '.join(map(repr, self._split_candidates(split)))} among {list(self._source_dataset)}. "
+                f"Name it in split_names (split_names={{'{split}': <its name>}})."
+            )
+        rows = self._source_dataset[name]
         feature = rows.features.get(self.label_field)
         if isinstance(feature, datasets.ClassLabel):  # stored as ints: back to the names we match on
             rows = ({**row, self.label_field: feature.int2str(row[self.label_field])} for row in rows)
-        source = f"{self.dataset_name}[{self.split_names[split]}]"
+        source = f"{self._dataset_label}[{name}]"
         return columns_from_rows(enumerate(rows, start=1), source, self.text_fields, self.label_field, self.label2idx)
-
-    def _hub_split(self, split: str) -> datasets.Dataset:
-        return datasets.load_dataset(self.dataset_name, split=self.split_names[split], **self.dataset_kwargs)
-

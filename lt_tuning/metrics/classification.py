@@ -51,7 +51,8 @@ class HeadTailF1(MulticlassF1Score):
     (``tp + fn`` over all processes; classes absent from the targets are in neither group),
     as the study's code does. With ``class_counts`` (e.g. the training split's, the principled
     choice) it is fixed at construction and absent classes count F1 = 0 in their group.
-    ``split`` holds that fixed ``(head, tail)``, or ``None``.
+    ``split`` holds that fixed ``(head, tail)``, or ``None``; ``last_split`` and ``last_counts``
+    the split and the per-class counts of the latest ``compute`` (either rule), to report them.
     """
 
     def __init__(self, num_classes: int, ratio: float = 0.65, class_counts: Sequence[int] | None = None,
@@ -60,18 +61,22 @@ class HeadTailF1(MulticlassF1Score):
         check_ratio(ratio)
         self.ratio = ratio
         self.split: tuple[list[int], list[int]] | None = None
-        if class_counts is not None:
-            if len(class_counts) != num_classes:
-                raise ValueError(f"`class_counts` has {len(class_counts)} entries, expected {num_classes}.")
-            self.split = head_tail_split(class_counts, ratio)
+        self.counts = None if class_counts is None else [int(count) for count in class_counts]
+        if self.counts is not None:
+            if len(self.counts) != num_classes:
+                raise ValueError(f"`class_counts` has {len(self.counts)} entries, expected {num_classes}.")
+            self.split = head_tail_split(self.counts, ratio)
+        self.last_split: tuple[list[int], list[int]] | None = None
+        self.last_counts: list[int] | None = None
 
     def compute(self) -> dict[str, Tensor]:
         """``{"head_f1": tensor, "tail_f1": tensor}``, scalar float tensors (0.0 for an empty group)."""
-        split = self.split
+        split, counts = self.split, self.counts
         if split is None:
             tp, _, _, fn = self._final_state()
-            support = tp + fn
-            split = head_tail_split(support, self.ratio, ignore_absent=True) if support.any() else ([], [])
+            counts = (tp + fn).tolist()
+            split = head_tail_split(counts, self.ratio, ignore_absent=True) if any(counts) else ([], [])
+        self.last_split, self.last_counts = split, counts
         return head_tail_f1(super().compute(), *split)
 
 

@@ -95,7 +95,7 @@ class LongTailedClassifier(pl.LightningModule):
         self.metrics = nn.ModuleDict({
             stage: long_tailed_metrics(num_classes, head_tail_ratio, class_counts, f1_over) for stage in STAGES
         })
-        self.last_test_metrics: dict[str, float | list[float]] | None = None  # the latest test's result
+        self.last_test_metrics: dict[str, float | list] | None = None  # the latest test's result
 
     def _grow_embeddings(self, model: PreTrainedModel) -> None:
         """Give the template's pseudo tokens embedding rows (see ``vocab_size``)."""
@@ -162,7 +162,7 @@ class LongTailedClassifier(pl.LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"index": batch["index"], "probs": self(batch).float().softmax(dim=-1)}
 
-    def _log_epoch(self, stage: str) -> dict[str, float]:
+    def _log_epoch(self, stage: str) -> dict[str, float | list]:
         computed = self.metrics[stage].compute()  # head_tail's dict arrives flattened: head_f1, tail_f1
         self.metrics[stage].reset()
         per_class = computed.pop("per_class_f1")
@@ -170,8 +170,12 @@ class LongTailedClassifier(pl.LightningModule):
         # Reduced across processes already, so equal on all: "max" syncs them exactly (Lightning
         # would warn about an unsynced value, and "mean" could round).
         self.log_dict(values, prog_bar=stage == "val", sync_dist=True, reduce_fx="max")
-        result = {key: float(value) for key, value in values.items()}
+        result: dict[str, float | list] = {key: float(value) for key, value in values.items()}
         result[f"{stage}/per_class_f1"] = per_class.tolist()
+        # Which classes were head and tail (indices, head to tail), and the per-class counts that split them.
+        head_tail = self.metrics[stage]["head_tail"]
+        result[f"{stage}/head_classes"], result[f"{stage}/tail_classes"] = head_tail.last_split
+        result[f"{stage}/head_tail_counts"] = head_tail.last_counts
         return result
 
     def on_validation_epoch_end(self) -> None:
