@@ -124,14 +124,14 @@ def test_own_data_example_from_readme_trains_and_tests(tmp_path, monkeypatch):
 
 def test_readme_python_example_gives_the_cli_numbers(tmp_path, monkeypatch):
     """README's Python example (the CLI's recipe in one call) and `lt-tuning fit` with the same
-    configs and seed: the same test metrics. Both shortened the same way: 48 rows, 4 steps."""
+    configs and seed: the same test metrics. Both shortened the same way: 24 rows, 3 steps."""
     require_split("cmid", "train")
     monkeypatch.chdir(ROOT)  # the example's relative paths are from the repository root
     usage = (ROOT / "README.md").read_text(encoding="utf-8").split("## Usage")[1].split("\n## ")[0]
     [example] = [block for block in usage.split("```python\n")[1:] if "fit_and_test" in block]
-    short = {"group_by_length=True,": f"group_by_length=True, limit_examples=48, cache_dir={str(tmp_path)!r},",
+    short = {"group_by_length=True,": f"group_by_length=True, limit_examples=24, cache_dir={str(tmp_path)!r},",
              '"../shared/data"': repr(str(SHARED_DATA)),
-             "max_steps=500)": f"max_steps=4, val_check_interval=2, default_root_dir={str(tmp_path / 'py')!r}, "
+             "max_steps=500)": f"max_steps=3, val_check_interval=2, default_root_dir={str(tmp_path / 'py')!r}, "
                                "enable_progress_bar=False)"}
     example = example.split("```")[0]
     for old, new in short.items():
@@ -141,8 +141,8 @@ def test_readme_python_example_gives_the_cli_numbers(tmp_path, monkeypatch):
     exec(example, namespace)
     cli = build_cli(["fit", "--config", "examples/data/cmid.yaml", "--config", "examples/methods/prompt_tuning.yaml",
                      "--config", "examples/own_backbone.yaml", f"--data.init_args.data_dir={SHARED_DATA}",
-                     "--data.init_args.limit_examples=48", f"--data.init_args.cache_dir={tmp_path}",
-                     "--trainer.max_steps=4", "--trainer.val_check_interval=2",
+                     "--data.init_args.limit_examples=24", f"--data.init_args.cache_dir={tmp_path}",
+                     "--trainer.max_steps=3", "--trainer.val_check_interval=2",
                      f"--trainer.default_root_dir={tmp_path / 'cli'}", "--trainer.enable_progress_bar=false"])
     assert cli.model.last_test_metrics == namespace["metrics"]
     assert 0 < namespace["metrics"]["test/acc"] < 1
