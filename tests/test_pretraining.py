@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 import yaml
 from conftest import ROOT, SHARED_DATA, require_split
 from safetensors import safe_open
@@ -275,6 +280,82 @@ def test_unigram_baseline_is_the_share_of_the_languages_most_frequent_token(cmid
     assert cmid_corpus.unigram_baseline_accuracy("en", batches) == pytest.approx(1 / 4)
     assert cmid_corpus.unigram_baseline_accuracy("zh", batches) == pytest.approx(1 / 4)
     assert cmid_corpus.unigram_baseline_accuracy("zh", [{"labels": torch.tensor([[the, the]])}]) == 0.0
+
+
+class ShareRecorder(pl.Callback):
+    """What one process trained on (each block's tokens), its sampler, the validation metrics it
+    logged and the tokens it counted, written to ``<folder>/rank<N>.json`` (the two-process test reads them)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.blocks: list[list[int]] = []
+        self.validations: list[dict[str, float]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        original = torch.where(batch["labels"] == -100, batch["input_ids"], batch["labels"])  # before masking
+        self.blocks += [row[mask].tolist() for row, mask in zip(original, batch["attention_mask"].bool())]
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            metrics = trainer.callback_metrics
+            self.validations.append({key: float(metrics[key]) for key in ("val/mlm_loss", "val/mlm_acc", "tokens_seen")})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        sampler = trainer.train_dataloader.sampler
+        record = {"sampler": type(sampler).__name__, "replicas": sampler.num_replicas, "blocks": self.blocks,
+                  "validations": self.validations, "tokens_seen": pl_module.tokens_seen}
+        (Path(self.folder) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+CHINESE = [f"头痛{n}天了，吃什么药比较好？发烧{n % 7}度怎么办" for n in range(400)]
+
+
+@pytest.mark.slow
+def test_pretraining_on_two_processes_shares_the_blocks_and_validates_as_one_process(tmp_path):
+    texts, out = tmp_path / "texts", tmp_path / "backbone"
+    texts.mkdir()
+    (texts / "en.txt").write_text("\n".join(ENGLISH) + "\n", encoding="utf-8")
+    (texts / "zh.txt").write_text("\n".join(CHINESE) + "\n", encoding="utf-8")
+    config = yaml.safe_load((ROOT / "examples" / "pretrain" / "default.yaml").read_text())
+    config["data"]["init_args"].update(tasks=[], data_root=None, text_files=[str(texts)], vocab_size=300, max_length=32,
+                                       batch_size=4, heldout_fraction=0.1, cache_dir=str(tmp_path / "cache"))
+    config["model"]["init_args"].update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    config["trainer"].update(max_steps=4, val_check_interval=2, precision="32-true", default_root_dir=str(tmp_path),
+                             enable_progress_bar=False, enable_model_summary=False, callbacks=[
+                                 {"class_path": "lt_tuning.MaskedLMExport", "init_args": {"output_dir": str(out)}},
+                                 {"class_path": "test_pretraining.ShareRecorder", "init_args": {"folder": str(tmp_path)}}])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    tests = str(ROOT / "tests")  # ShareRecorder's module
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), tests]))}
+    script = Path(sys.executable).with_name("lt-tuning")
+    result = subprocess.run([str(script), "fit", "--config", str(tmp_path / "config.yaml"), "--trainer.devices", "2",
+                             "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-4000:]
+    assert "sync_dist=True" not in result.stderr  # the validation metrics are reduced across processes already
+
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [(rank["sampler"], rank["replicas"]) for rank in ranks] == [("BlockSampler", 2)] * 2
+    shares = [{tuple(block) for block in rank["blocks"]} for rank in ranks]
+    assert len(shares[0]) == len(shares[1]) == 16 and not shares[0] & shares[1]  # 4 steps of 4 blocks, different ones
+    report = json.loads((out / "pretraining_report.json").read_text())
+    tokens = sum(len(block) for rank in ranks for block in rank["blocks"])
+    assert report["steps"] == 4 and report["tokens_seen"] == ranks[0]["tokens_seen"] == ranks[1]["tokens_seen"] == tokens
+
+    # One process evaluating the exported weights on the same held-out batches: the same figures.
+    corpus = MaskedLMCorpusDataModule(**config["data"]["init_args"])
+    corpus.setup("validate")
+    model = load_masked_lm(str(out)).eval()
+    for language_, batches in corpus.heldout_batches.items():
+        assert report[f"heldout_mlm_acc_{language_}"] == masked_token_accuracy(model, batches)
+    batches = [batch for group in corpus.heldout_batches.values() for batch in group]
+    accuracy = masked_token_accuracy(model, batches)
+    [logged] = [validation for validation in ranks[0]["validations"] if validation["tokens_seen"] == tokens]
+    assert logged["val/mlm_acc"] == pytest.approx(accuracy, abs=1e-6) and ranks[1]["validations"] == ranks[0]["validations"]
+    losses = [F.cross_entropy(*masked_logits(model, batch), reduction="sum") for batch in batches]
+    masked = sum(int((batch["labels"] != -100).sum()) for batch in batches)
+    assert logged["val/mlm_loss"] == pytest.approx(float(sum(losses)) / masked, rel=1e-5)
 
 
 @pytest.mark.slow

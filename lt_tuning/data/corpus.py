@@ -377,7 +377,7 @@ class BlockSampler(DistributedSampler):
     def __iter__(self) -> Iterator[int]:
         order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + self.epoch))
         order = order.repeat(math.ceil(self.total_size / len(order)))[: self.total_size]  # padded as it pads
-        return map(int, order[self.rank :: self.num_replicas])
+        return map(int, order[self.rank :: self.num_replicas].numpy())  # a tensor's iterator would unbind it whole
 
 
 def _read_texts(files: list[tuple[int, str, list[str] | None]]) -> Iterator[dict]:
