@@ -358,6 +358,30 @@ def test_pretraining_on_two_processes_shares_the_blocks_and_validates_as_one_pro
     assert logged["val/mlm_loss"] == pytest.approx(float(sum(losses)) / masked, rel=1e-5)
 
 
+@pytest.mark.skipif(not (BACKBONE / "model.safetensors").is_file(), reason="examples/backbone not built yet")
+def test_domain_config_continues_the_committed_backbone_on_a_folder_of_text_files(tmp_path, monkeypatch):
+    texts, out = tmp_path / "texts", tmp_path / "adapted"
+    (texts / "news").mkdir(parents=True)
+    (texts / "news" / "en.txt").write_text("\n".join(ENGLISH) + "\n", encoding="utf-8")
+    (texts / "zh.txt").write_text("\n".join(CHINESE) + "\n", encoding="utf-8")
+    monkeypatch.chdir(ROOT)  # the config's paths are relative to the repository root
+    args = ["--config", str(ROOT / "examples" / "pretrain" / "domain.yaml"), f"--data.init_args.text_files=[{texts}]",
+            f"--data.init_args.cache_dir={tmp_path / 'cache'}", "--data.init_args.batch_size=4",
+            "--data.init_args.max_length=32", "--data.init_args.heldout_fraction=0.1", "--trainer.max_steps=2",
+            "--trainer.val_check_interval=2", "--trainer.precision=32-true", f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.callbacks.init_args.output_dir={out}", "--trainer.enable_progress_bar=false"]
+    backbone = load_masked_lm(str(BACKBONE)).state_dict()
+    start = build_cli(args, run=False).model.model.state_dict()
+    assert start.keys() == backbone.keys() and all(torch.equal(start[key], backbone[key]) for key in backbone)
+    build_cli(["fit", *args])
+    report = json.loads((out / "pretraining_report.json").read_text())
+    assert report["steps"] == 2 and [Path(source["file"]).name for source in report["corpus"]] == ["en.txt", "zh.txt"]
+    assert {"heldout_mlm_acc_zh", "heldout_mlm_acc_en"} <= set(report)
+    assert (out / "tokenizer.json").read_bytes() == (BACKBONE / "tokenizer.json").read_bytes()
+    adapted = load_masked_lm(str(out)).state_dict()
+    assert not torch.equal(adapted["bert.embeddings.word_embeddings.weight"], backbone["bert.embeddings.word_embeddings.weight"])
+
+
 @pytest.mark.slow
 def test_pretrain_through_cli_exports_budgets_then_reload_and_tune(tmp_path):
     require_split("cmid", "train")
