@@ -164,8 +164,10 @@ def test_tokenization_runs_on_num_proc_processes_and_a_second_run_loads_the_cach
     two = corpus("two", 2)
     blocks = list(two.encode("train")["input_ids"])
     assert len(two.tokenized("train").cache_files) == 2  # one Arrow shard per process
-    # The same blocks on any number of processes: texts are packed 1,000 at a time, whoever tokenized them.
-    assert list(corpus("one", 1).encode("train")["input_ids"]) == blocks
+    # The same blocks and counts on any number of processes: each group of 1,000 texts packed by one.
+    one = corpus("one", 1)
+    assert list(one.encode("train")["input_ids"]) == blocks
+    assert all((one._train_token_counts[language_] == two._train_token_counts[language_]).all() for language_ in ("zh", "en"))
 
     def never(*args, **kwargs):
         raise AssertionError("read or tokenized again")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytorch_lightning as pl
 import torch
@@ -46,6 +47,14 @@ _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
 TEXTS = datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("int32")})
 TOKENIZED = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")), "zh": datasets.Value("bool")})
 BLOCKS = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
+COUNTS = datasets.Features({language: datasets.List(datasets.Value("int64")) for language in ("zh", "en")})
+#: Texts packed as one token stream (as when the corpus was packed 1,000 texts a ``datasets.map`` batch).
+GROUP = 1000
+#: Texts per batch of a pass in Python, and per record batch of what it writes: opening a
+#: memory-mapped Arrow file maps (and counts as resident) 64 KB around each record batch.
+BATCH = 10_000
+#: Rows per batch of a pass that stays in Arrow (no Python objects), and per record batch.
+ARROW_BATCH = 50_000
 
 
 def language(text: str) -> str:
@@ -125,6 +134,8 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
         self.seed = seed
         self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "corpus"
         self.datasets: dict[str, datasets.Dataset] = {}
+        # Each opening of a memory-mapped Arrow file maps 64 KB around each record batch: open once.
+        self._opened: dict[str, datasets.Dataset] = {}
 
     # --- the corpus --------------------------------------------------------------------
 
@@ -181,7 +192,7 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
         try:
             return datasets.Dataset.from_generator(  # a list in gen_kwargs: each file is a shard of its own
                 _read_texts, features=TEXTS, gen_kwargs={"files": files}, cache_dir=str(self.cache_dir / "texts"),
-                fingerprint=self._key("texts", [fields for _, fields in self.files]),
+                fingerprint=self._key("texts", [fields for _, fields in self.files]), writer_batch_size=ARROW_BATCH,
             )
         except DatasetGenerationError as err:  # raise the reader's own error: it names the file and the fix
             if isinstance(err.__cause__, (DataFileError, OSError)):
@@ -213,8 +224,15 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
     @cached_property
     def heldout_texts(self) -> dict[str, list[str]]:
         """The held-out texts by language (``zh``, ``en``: those present), in corpus order."""
+        # One pass on up to num_proc processes: a look-up of each row would map 64 KB around it.
+        key = self._key("heldout", *self._split_settings)
+        heldout = self.texts.with_format("arrow").map(
+            _take, with_indices=True, batched=True, batch_size=ARROW_BATCH, fn_kwargs={"rows": self.heldout_rows},
+            num_proc=self._processes(len(self.texts)), cache_file_name=str(self.cache_dir / f"heldout-{key}.arrow"),
+            new_fingerprint=key, desc="Holding out",
+        )
         splits: dict[str, list[str]] = {}
-        for text in self.texts.select(self.heldout_rows)["text"]:
+        for text in heldout.with_format(None)["text"]:
             splits.setdefault(language(text), []).append(text)
         return splits
 
@@ -223,9 +241,9 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
         """The texts not held out: a view of :attr:`texts` (its row numbers cached on disk)."""
         key = self._key("train", *self._split_settings)
         return self.texts.filter(
-            _not_in, with_indices=True, batched=True, batch_size=10_000, input_columns=[],
-            fn_kwargs={"rows": self.heldout_rows}, cache_file_name=str(self.cache_dir / f"train-rows-{key}.arrow"),
-            new_fingerprint=key, desc="Holding out",
+            _not_in, with_indices=True, batched=True, batch_size=ARROW_BATCH, writer_batch_size=ARROW_BATCH,
+            input_columns=[], fn_kwargs={"rows": self.heldout_rows}, new_fingerprint=key, desc="Training texts",
+            cache_file_name=str(self.cache_dir / f"train-rows-{key}.arrow"),
         )
 
     @property
@@ -274,34 +292,52 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
 
     # --- encoding ----------------------------------------------------------------------
 
+    def _processes(self, texts: int) -> int:
+        """Processes for a pass over ``texts`` texts: ``num_proc``, but one per 10,000 texts at
+        most (starting one costs more than it saves on fewer)."""
+        return max(1, min(self.num_proc, texts // BATCH))
+
     def tokenized(self, split: str) -> datasets.Dataset:
         """``split``'s texts as token ids, a row a text (``input_ids``; ``zh``: a Chinese text),
-        cached on disk; tokenized on up to ``num_proc`` processes, one per 10,000 texts at most."""
-        texts = self.train_texts if split == "train" else datasets.Dataset.from_dict(
-            {"text": self.heldout_texts[split.removeprefix("heldout_")]})
-        key = self._key(split, *self._split_settings, self._tokenizer_digest)
-        return texts.map(
-            _tokenize, batched=True, fn_kwargs={"tokenizer": self.tokenizer}, features=TOKENIZED,
-            remove_columns=texts.column_names, num_proc=max(1, min(self.num_proc, len(texts) // 10_000)),
-            cache_file_name=str(self.cache_dir / f"{split}-{key}-ids.arrow"), new_fingerprint=key,
-            desc=f"Tokenizing {split}",
-        )
+        cached on disk."""
+        name = f"{split}-ids"
+        if name not in self._opened:
+            texts = self.train_texts if split == "train" else datasets.Dataset.from_dict(
+                {"text": self.heldout_texts[split.removeprefix("heldout_")]})
+            key = self._key(split, *self._split_settings, self._tokenizer_digest)
+            self._opened[name] = texts.map(
+                _tokenize, batched=True, batch_size=BATCH, writer_batch_size=BATCH, features=TOKENIZED,
+                fn_kwargs={"tokenizer": self.tokenizer}, remove_columns=texts.column_names,
+                num_proc=self._processes(len(texts)), cache_file_name=str(self.cache_dir / f"{name}-{key}.arrow"),
+                new_fingerprint=key, desc=f"Tokenizing {split}",
+            )
+        return self._opened[name]
+
+    def _per_group(self, split: str, name: str, function, batch_size: int, features: datasets.Features,
+                   **fn_kwargs) -> datasets.Dataset:
+        """``function(batch of group numbers, tokens=..., **fn_kwargs)`` over the groups of
+        :data:`GROUP` consecutive texts of ``split``'s :meth:`tokenized` texts, each group whole
+        in one call whatever the number of processes, on up to ``num_proc`` processes (so that
+        none reads the whole corpus); cached on disk."""
+        name = f"{split}-{name}"
+        if name not in self._opened:
+            tokens = self.tokenized(split)
+            groups = datasets.Dataset.from_dict({"group": list(range(math.ceil(len(tokens) / GROUP)))})
+            key = self._key(split, *self._split_settings, self._tokenizer_digest, name, fn_kwargs)
+            self._opened[name] = groups.map(
+                function, batched=True, batch_size=batch_size, writer_batch_size=BATCH, features=features,
+                fn_kwargs={"tokens": tokens, **fn_kwargs}, remove_columns=["group"],
+                num_proc=self._processes(len(tokens)), cache_file_name=str(self.cache_dir / f"{name}-{key}.arrow"),
+                new_fingerprint=key, desc=name,
+            )
+        return self._opened[name]
 
     def encode(self, split: str) -> datasets.Dataset:
-        """Packed blocks of ``split`` (``train``, ``heldout_zh``, ``heldout_en``), cached on disk.
-
-        Each run of 1,000 consecutive texts is packed apart, as its own token stream, whatever
-        the number of processes that tokenized it: the blocks are the same on any machine.
-        """
-        tokens = self.tokenized(split)
-        key = self._key(split, *self._split_settings, self._tokenizer_digest, self.max_length)
+        """Packed blocks of ``split`` (``train``, ``heldout_zh``, ``heldout_en``), cached on disk:
+        each group of 1,000 consecutive texts is one token stream, cut into blocks."""
         tokenizer = self.tokenizer
-        return tokens.map(
-            _pack, batched=True, batch_size=1000, features=BLOCKS, remove_columns=tokens.column_names,
-            fn_kwargs={"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id, "max_length": self.max_length},
-            cache_file_name=str(self.cache_dir / f"{split}-{key}-blocks.arrow"), new_fingerprint=key,
-            desc=f"Packing {split}",
-        )
+        return self._per_group(split, "blocks", _pack, BATCH // GROUP, BLOCKS, cls=tokenizer.cls_token_id,
+                               sep=tokenizer.sep_token_id, max_length=self.max_length)
 
     def collator(self, seed: int | None = None) -> DataCollatorForLanguageModeling:
         return DataCollatorForLanguageModeling(self.tokenizer, mlm_probability=self.mlm_probability, seed=seed)
@@ -316,13 +352,8 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
     @cached_property
     def _train_token_counts(self) -> dict[str, np.ndarray]:
         """How often each token id occurs in the training texts, by language (special tokens left out)."""
-        counts: dict[str, np.ndarray] = {}
-        for batch in self.tokenized("train").with_format("arrow").iter(batch_size=10_000):
-            chinese = batch.column("zh")
-            for name, rows in (("zh", chinese), ("en", pc.invert(chinese))):
-                ids = pc.list_flatten(batch.column("input_ids").filter(rows)).to_numpy()
-                counts[name] = counts.get(name, 0) + np.bincount(ids, minlength=len(self.tokenizer))
-        return counts
+        counts = self._per_group("train", "counts", _count, 10 * BATCH // GROUP, COUNTS, vocab_size=len(self.tokenizer))
+        return {language: np.sum(counts[language], axis=0) for language in ("zh", "en")}
 
     def unigram_baseline_accuracy(self, language: str, batches: Sequence[dict[str, torch.Tensor]]) -> float:
         """Masked-token accuracy of always guessing the most frequent training token of
@@ -418,17 +449,30 @@ def _not_in(indices: list[int], rows: np.ndarray) -> np.ndarray:
     return np.isin(indices, rows, invert=True)
 
 
+def _take(batch: pa.Table, indices: list[int], rows: np.ndarray) -> pa.Table:
+    return batch.take(np.flatnonzero(np.isin(indices, rows)))
+
+
 def _tokenize(batch: dict[str, list], tokenizer: PreTrainedTokenizerBase) -> dict[str, list]:
     ids = tokenizer(batch["text"], add_special_tokens=False, return_attention_mask=False,
                     return_token_type_ids=False)["input_ids"]
     return {"input_ids": ids, "zh": [language(text) == "zh" for text in batch["text"]]}
 
 
-def _pack(batch: dict[str, list], cls: int, sep: int, max_length: int) -> dict[str, list]:
-    """Texts' ids -> ``[CLS] t1 [SEP] t2 [SEP] ...`` blocks of at most ``max_length`` tokens."""
-    stream: list[int] = []
-    for ids in batch["input_ids"]:
-        stream.extend(ids + [sep])
-    body = max_length - 1
-    blocks = [[cls] + stream[start : start + body] for start in range(0, len(stream), body)]
+def _pack(batch: dict[str, list], tokens: datasets.Dataset, cls: int, sep: int, max_length: int) -> dict[str, list]:
+    """Each group's texts -> ``[CLS] t1 [SEP] t2 [SEP] ...`` blocks of at most ``max_length`` tokens."""
+    body, blocks = max_length - 1, []
+    for group in batch["group"]:
+        stream = [token for ids in tokens[group * GROUP : (group + 1) * GROUP]["input_ids"] for token in ids + [sep]]
+        blocks += [[cls] + stream[start : start + body] for start in range(0, len(stream), body)]
     return {"input_ids": [block for block in blocks if len(block) > 2]}
+
+
+def _count(batch: dict[str, list], tokens: datasets.Dataset, vocab_size: int) -> dict[str, list]:
+    """One row: how often each token id occurs in the groups' Chinese texts, and in their English texts."""
+    groups = batch["group"]
+    texts = tokens.with_format("arrow")[groups[0] * GROUP : (groups[-1] + 1) * GROUP]
+    chinese = texts.column("zh")
+    return {language: [np.bincount(pc.list_flatten(texts.column("input_ids").filter(rows)).to_numpy(),
+                                   minlength=vocab_size)]
+            for language, rows in (("zh", chinese), ("en", pc.invert(chinese)))}
