@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 import yaml
 from conftest import ROOT, SHARED_DATA, require_split
 from safetensors import safe_open
+from torch.utils.data import DistributedSampler
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from lt_tuning import (
@@ -20,7 +29,10 @@ from lt_tuning import (
     PromptTuningModule,
 )
 from lt_tuning.cli import build_cli
-from lt_tuning.data import read_labelled_file, train_wordpiece_tokenizer
+from lt_tuning.data import DataFileError, corpus as corpus_module, read_labelled_file, train_wordpiece_tokenizer
+from lt_tuning.data.corpus import language
+from lt_tuning.data.reading import read_text
+from lt_tuning.data.tasks import TASKS
 from lt_tuning.models.backbone import load_encoder, load_masked_lm
 from lt_tuning.models.masked_lm import masked_logits, masked_token_accuracy
 
@@ -63,13 +75,148 @@ def cmid_corpus(tmp_path_factory) -> MaskedLMCorpusDataModule:
 def test_corpus_reads_train_only_and_holds_out_texts_by_language(cmid_corpus):
     assert [Path(source["file"]).name for source in cmid_corpus.sources] == ["train.tsv", "english.txt"]
     assert [source["texts"] for source in cmid_corpus.sources] == [8578, 180]
-    splits = cmid_corpus.split_texts
-    assert sorted(splits) == ["heldout_en", "heldout_zh", "train"] and cmid_corpus.languages == ["zh", "en"]
-    assert len(splits["heldout_zh"]) + len(splits["heldout_en"]) == round(0.05 * (8578 + 180))
-    assert set(splits["heldout_en"]) <= set(ENGLISH) and 0 < len(splits["heldout_en"]) < 180
+    heldout = cmid_corpus.heldout_texts
+    assert cmid_corpus.languages == ["zh", "en"]
+    assert len(heldout["zh"]) + len(heldout["en"]) == round(0.05 * (8578 + 180))
+    assert set(heldout["en"]) <= set(ENGLISH) and 0 < len(heldout["en"]) < 180
     cmid = read_labelled_file(SHARED_DATA / "cmid" / "train.tsv", ["text"], None, None)["text_a"]
-    assert sorted(splits["train"] + splits["heldout_zh"] + splits["heldout_en"]) == sorted(cmid + ENGLISH)
+    assert sorted([*cmid_corpus.train_texts["text"], *heldout["zh"], *heldout["en"]]) == sorted(cmid + ENGLISH)
     assert set(cmid_corpus.heldout_batches) == {"zh", "en"}
+
+
+def test_text_files_and_folders_are_read_a_line_at_a_time_into_arrow_files_on_disk(tmp_path):
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.txt").write_bytes(b"\xef\xbb\xbf" + "头痛\r\n\n  \nline\u2028same line\n".encode())
+    (folder / "sub" / "a.txt").write_text("发烧\nno newline at the end", encoding="utf-8")
+    (folder / "notes.md").write_text("not a .txt file\n", encoding="utf-8")
+    single = tmp_path / "single.txt"
+    single.write_text("one more\n", encoding="utf-8")
+    corpus = MaskedLMCorpusDataModule(text_files=[str(folder), str(single)], cache_dir=str(tmp_path / "cache"))
+    assert [path for path, _ in corpus.files] == [folder / "b.txt", folder / "sub" / "a.txt", single]
+    # Lines split at "\n" only (U+2028 stays inside a text), blank ones skipped, the byte order mark dropped.
+    assert list(corpus.texts["text"]) == ["头痛\r", "line\u2028same line", "发烧", "no newline at the end", "one more"]
+    assert [source["texts"] for source in corpus.sources] == [2, 2, 1]
+    assert corpus.texts.cache_files and all(Path(file["filename"]).is_relative_to(tmp_path / "cache")
+                                            for file in corpus.texts.cache_files)  # Arrow on disk, memory-mapped
+
+
+def test_heldout_texts_are_the_first_of_a_seeded_permutation_at_most_heldout_max_texts(tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(f"text {i}\n" for i in range(1000)), encoding="utf-8")
+    corpus = MaskedLMCorpusDataModule(text_files=[str(texts)], heldout_fraction=0.1, heldout_max_texts=30, seed=3,
+                                      cache_dir=str(tmp_path / "cache"))
+    order = np.random.default_rng(3).permutation(1000)
+    assert corpus.heldout_rows.tolist() == sorted(order[:30]) and corpus.heldout_rows.dtype == np.int32
+    assert corpus.heldout_texts == {"en": [f"text {i}" for i in sorted(order[:30])]}
+    assert list(corpus.train_texts["text"]) == [f"text {i}" for i in sorted(order[30:])]
+    uncapped = MaskedLMCorpusDataModule(text_files=[str(texts)], heldout_fraction=0.1, heldout_max_texts=None, seed=3,
+                                        cache_dir=str(tmp_path / "cache"))
+    assert uncapped.heldout_rows.tolist() == sorted(order[:100])
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("头痛\n".encode() + "café\n".encode("latin-1"), r"bad\.txt, line 2: not UTF-8 \(byte 10 of the file: .*re-save"),
+    (b"", r"bad\.txt: no text \(the file is empty or blank\); add text or leave the file out"),
+    (b"\n  \n\n", r"bad\.txt: no text \(the file is empty or blank\)"),
+])
+def test_a_bad_text_file_fails_before_training_naming_the_file_and_line(tmp_path, content, message):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "good.txt").write_text("头痛\n", encoding="utf-8")
+    (folder / "bad.txt").write_bytes(content)
+    with pytest.raises(DataFileError, match=message):
+        MaskedLMCorpusDataModule(text_files=[str(folder)], cache_dir=str(tmp_path / "cache")).prepare_data()
+
+
+def test_a_folder_without_text_files_or_a_missing_path_fails_naming_it(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.md").write_text("no .txt here\n", encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"empty: no \*\.txt file in this folder"):
+        MaskedLMCorpusDataModule(text_files=[str(tmp_path / "empty")]).prepare_data()
+    with pytest.raises(FileNotFoundError, match=r"absent\.txt: no such text file or folder"):
+        MaskedLMCorpusDataModule(text_files=[str(tmp_path / "absent.txt")]).prepare_data()
+
+
+def test_a_bad_text_file_stops_lt_tuning_fit_before_training(tmp_path):
+    bad = tmp_path / "corpus.txt"
+    bad.write_bytes("头痛\n".encode() + "发烧\n".encode("gb18030"))
+    with pytest.raises(DataFileError, match=r"corpus\.txt, line 2: not UTF-8"):
+        build_cli(["fit", "--config", str(ROOT / "examples" / "pretrain" / "default.yaml"), "--data.init_args.tasks=[]",
+                   f"--data.init_args.text_files=[{bad}]", f"--data.init_args.tokenizer={BACKBONE}",
+                   f"--data.init_args.cache_dir={tmp_path / 'cache'}", f"--trainer.default_root_dir={tmp_path}",
+                   f"--trainer.callbacks.init_args.output_dir={tmp_path / 'out'}",
+                   f"--trainer.callbacks.init_args.budgets_dir={tmp_path / 'budgets'}"])
+    assert not (tmp_path / "budgets").exists()  # not even the budget-0 export: no training started
+
+
+def test_tokenization_runs_on_num_proc_processes_and_a_second_run_loads_the_cache(tmp_path, monkeypatch):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    lines = [f"{i} {ENGLISH[i % len(ENGLISH)]}" for i in range(24_000)]
+    for name, part in (("a.txt", lines[:10_000]), ("b.txt", lines[10_000:])):
+        (folder / name).write_text("\n".join(part) + "\n", encoding="utf-8")
+
+    def corpus(cache: str, num_proc: int) -> MaskedLMCorpusDataModule:
+        return MaskedLMCorpusDataModule(text_files=[str(folder)], tokenizer=str(BACKBONE), max_length=32,
+                                        num_proc=num_proc, cache_dir=str(tmp_path / cache))
+
+    two = corpus("two", 2)
+    blocks = list(two.encode("train")["input_ids"])
+    assert len(two.tokenized("train").cache_files) == 2  # one Arrow shard per process
+    # The same blocks and counts on any number of processes: each group of 1,000 texts packed by one.
+    one = corpus("one", 1)
+    assert list(one.encode("train")["input_ids"]) == blocks
+    assert all((one._train_token_counts[language_] == two._train_token_counts[language_]).all() for language_ in ("zh", "en"))
+
+    def never(*args, **kwargs):
+        raise AssertionError("read or tokenized again")
+
+    for name in ("_read_texts", "_tokenize", "_pack"):
+        monkeypatch.setattr(corpus_module, name, never)
+    again = corpus("two", 2)  # a second run over the same files and settings: the cache
+    assert list(again.encode("train")["input_ids"]) == blocks
+    assert again.heldout_texts == two.heldout_texts
+
+
+def test_vocabulary_is_trained_on_batches_of_the_training_texts(tmp_path, monkeypatch):
+    require_split("cmid", "train")
+    batches = []
+
+    def spy(texts, *args, **kwargs):
+        assert not isinstance(texts, list)  # an iterator: the texts are never all in memory at once
+        batches.extend(texts)
+        return train_wordpiece_tokenizer(batches, *args, **kwargs)
+
+    monkeypatch.setattr(corpus_module, "train_wordpiece_tokenizer", spy)
+    corpus = MaskedLMCorpusDataModule(tasks=["cmid"], data_root=str(SHARED_DATA), vocab_size=500,
+                                      cache_dir=str(tmp_path))
+    assert corpus.tokenizer.convert_ids_to_tokens(range(3)) == ["[PAD]", "[UNK]", "[CLS]"]
+    assert max(len(batch) for batch in batches) <= 1000
+    # The training texts, then each template and verbalizer word twice (to clear min_frequency), as before.
+    assert [text for batch in batches for text in batch] == [*corpus.train_texts["text"], *corpus._prompt_words() * 2]
+
+
+def test_each_process_trains_and_validates_on_its_own_share(cmid_corpus, monkeypatch):
+    blocks = cmid_corpus.datasets["train"]
+    samplers = []
+    for rank in (0, 1):
+        monkeypatch.setattr(cmid_corpus, "trainer", SimpleNamespace(world_size=2, global_rank=rank))
+        samplers.append(cmid_corpus.train_dataloader().sampler)
+        assert len(cmid_corpus.val_dataloader()) == (len(cmid_corpus.heldout_batches["zh"]) + 1 + 1 - rank) // 2
+    assert all(isinstance(sampler, DistributedSampler) and sampler.num_replicas == 2 for sampler in samplers)
+    shares = [list(sampler) for sampler in samplers]
+    assert len(shares[0]) == len(shares[1]) == (len(blocks) + 1) // 2
+    assert set(shares[0]) | set(shares[1]) == set(range(len(blocks)))  # every block, each on one process
+    assert len(set(shares[0]) & set(shares[1])) == len(blocks) % 2  # but the one padding an odd count
+    # DistributedSampler's order (held as a tensor, not a list of every index), a new one each epoch.
+    seed = samplers[0].seed
+    assert shares == [list(DistributedSampler(blocks, 2, rank, shuffle=True, seed=seed)) for rank in (0, 1)]
+    samplers[0].set_epoch(1)
+    assert list(samplers[0]) != shares[0]
+    monkeypatch.setattr(cmid_corpus, "heldout_batches", {"zh": cmid_corpus.heldout_batches["zh"][:1]})
+    with pytest.raises(ValueError, match="1 held-out batch\\(es\\) for 2 processes: raise heldout_fraction"):
+        cmid_corpus.val_dataloader()
 
 
 def test_corpus_vocabulary_covers_template_and_verbalizer(cmid_corpus):
@@ -83,7 +230,7 @@ def test_packing_keeps_every_token_in_order(cmid_corpus):
     tokenizer = cmid_corpus.tokenizer
     blocks = cmid_corpus.encode("heldout_zh")["input_ids"]
     assert all(block[0] == tokenizer.cls_token_id and len(block) <= 32 for block in blocks)
-    stream = [token for text in cmid_corpus.split_texts["heldout_zh"]
+    stream = [token for text in cmid_corpus.heldout_texts["zh"]
               for token in tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.sep_token_id]]
     assert [token for block in blocks for token in block[1:]] == stream
 
@@ -135,6 +282,106 @@ def test_unigram_baseline_is_the_share_of_the_languages_most_frequent_token(cmid
     assert cmid_corpus.unigram_baseline_accuracy("en", batches) == pytest.approx(1 / 4)
     assert cmid_corpus.unigram_baseline_accuracy("zh", batches) == pytest.approx(1 / 4)
     assert cmid_corpus.unigram_baseline_accuracy("zh", [{"labels": torch.tensor([[the, the]])}]) == 0.0
+
+
+class ShareRecorder(pl.Callback):
+    """What one process trained on (each block's tokens), its sampler, the validation metrics it
+    logged and the tokens it counted, written to ``<folder>/rank<N>.json`` (the two-process test reads them)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.blocks: list[list[int]] = []
+        self.validations: list[dict[str, float]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        original = torch.where(batch["labels"] == -100, batch["input_ids"], batch["labels"])  # before masking
+        self.blocks += [row[mask].tolist() for row, mask in zip(original, batch["attention_mask"].bool())]
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            metrics = trainer.callback_metrics
+            self.validations.append({key: float(metrics[key]) for key in ("val/mlm_loss", "val/mlm_acc", "tokens_seen")})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        sampler = trainer.train_dataloader.sampler
+        record = {"sampler": type(sampler).__name__, "replicas": sampler.num_replicas, "blocks": self.blocks,
+                  "validations": self.validations, "tokens_seen": pl_module.tokens_seen}
+        (Path(self.folder) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+CHINESE = [f"头痛{n}天了，吃什么药比较好？发烧{n % 7}度怎么办" for n in range(400)]
+
+
+@pytest.mark.slow
+def test_pretraining_on_two_processes_shares_the_blocks_and_validates_as_one_process(tmp_path):
+    texts, out = tmp_path / "texts", tmp_path / "backbone"
+    texts.mkdir()
+    (texts / "en.txt").write_text("\n".join(ENGLISH) + "\n", encoding="utf-8")
+    (texts / "zh.txt").write_text("\n".join(CHINESE) + "\n", encoding="utf-8")
+    config = yaml.safe_load((ROOT / "examples" / "pretrain" / "default.yaml").read_text())
+    config["data"]["init_args"].update(tasks=[], data_root=None, text_files=[str(texts)], vocab_size=300, max_length=32,
+                                       batch_size=4, heldout_fraction=0.1, cache_dir=str(tmp_path / "cache"))
+    config["model"]["init_args"].update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    config["trainer"].update(max_steps=4, val_check_interval=2, precision="32-true", default_root_dir=str(tmp_path),
+                             enable_progress_bar=False, enable_model_summary=False, callbacks=[
+                                 {"class_path": "lt_tuning.MaskedLMExport", "init_args": {"output_dir": str(out)}},
+                                 {"class_path": "test_pretraining.ShareRecorder", "init_args": {"folder": str(tmp_path)}}])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    tests = str(ROOT / "tests")  # ShareRecorder's module
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), tests]))}
+    script = Path(sys.executable).with_name("lt-tuning")
+    result = subprocess.run([str(script), "fit", "--config", str(tmp_path / "config.yaml"), "--trainer.devices", "2",
+                             "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-4000:]
+    assert "sync_dist=True" not in result.stderr  # the validation metrics are reduced across processes already
+
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [(rank["sampler"], rank["replicas"]) for rank in ranks] == [("BlockSampler", 2)] * 2
+    shares = [{tuple(block) for block in rank["blocks"]} for rank in ranks]
+    assert len(shares[0]) == len(shares[1]) == 16 and not shares[0] & shares[1]  # 4 steps of 4 blocks, different ones
+    report = json.loads((out / "pretraining_report.json").read_text())
+    tokens = sum(len(block) for rank in ranks for block in rank["blocks"])
+    assert report["steps"] == 4 and report["tokens_seen"] == ranks[0]["tokens_seen"] == ranks[1]["tokens_seen"] == tokens
+
+    # One process evaluating the exported weights on the same held-out batches: the same figures.
+    corpus = MaskedLMCorpusDataModule(**config["data"]["init_args"])
+    corpus.setup("validate")
+    model = load_masked_lm(str(out)).eval()
+    for language_, batches in corpus.heldout_batches.items():
+        assert report[f"heldout_mlm_acc_{language_}"] == masked_token_accuracy(model, batches)
+    batches = [batch for group in corpus.heldout_batches.values() for batch in group]
+    accuracy = masked_token_accuracy(model, batches)
+    [logged] = [validation for validation in ranks[0]["validations"] if validation["tokens_seen"] == tokens]
+    assert logged["val/mlm_acc"] == pytest.approx(accuracy, abs=1e-6) and ranks[1]["validations"] == ranks[0]["validations"]
+    losses = [F.cross_entropy(*masked_logits(model, batch), reduction="sum") for batch in batches]
+    masked = sum(int((batch["labels"] != -100).sum()) for batch in batches)
+    assert logged["val/mlm_loss"] == pytest.approx(float(sum(losses)) / masked, rel=1e-5)
+
+
+@pytest.mark.skipif(not (BACKBONE / "model.safetensors").is_file(), reason="examples/backbone not built yet")
+def test_domain_config_continues_the_committed_backbone_on_a_folder_of_text_files(tmp_path, monkeypatch):
+    texts, out = tmp_path / "texts", tmp_path / "adapted"
+    (texts / "news").mkdir(parents=True)
+    (texts / "news" / "en.txt").write_text("\n".join(ENGLISH) + "\n", encoding="utf-8")
+    (texts / "zh.txt").write_text("\n".join(CHINESE) + "\n", encoding="utf-8")
+    monkeypatch.chdir(ROOT)  # the config's paths are relative to the repository root
+    args = ["--config", str(ROOT / "examples" / "pretrain" / "domain.yaml"), f"--data.init_args.text_files=[{texts}]",
+            f"--data.init_args.cache_dir={tmp_path / 'cache'}", "--data.init_args.batch_size=4",
+            "--data.init_args.max_length=32", "--data.init_args.heldout_fraction=0.1", "--trainer.max_steps=2",
+            "--trainer.val_check_interval=2", "--trainer.precision=32-true", f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.callbacks.init_args.output_dir={out}", "--trainer.enable_progress_bar=false"]
+    backbone = load_masked_lm(str(BACKBONE)).state_dict()
+    start = build_cli(args, run=False).model.model.state_dict()
+    assert start.keys() == backbone.keys() and all(torch.equal(start[key], backbone[key]) for key in backbone)
+    build_cli(["fit", *args])
+    report = json.loads((out / "pretraining_report.json").read_text())
+    assert report["steps"] == 2 and [Path(source["file"]).name for source in report["corpus"]] == ["en.txt", "zh.txt"]
+    assert {"heldout_mlm_acc_zh", "heldout_mlm_acc_en"} <= set(report)
+    assert (out / "tokenizer.json").read_bytes() == (BACKBONE / "tokenizer.json").read_bytes()
+    adapted = load_masked_lm(str(out)).state_dict()
+    assert not torch.equal(adapted["bert.embeddings.word_embeddings.weight"], backbone["bert.embeddings.word_embeddings.weight"])
 
 
 @pytest.mark.slow
@@ -194,28 +441,76 @@ def test_pretrain_through_cli_exports_budgets_then_reload_and_tune(tmp_path):
         assert embeddings.grad is not None and embeddings.grad.abs().sum() > 0
 
 
-@pytest.mark.skipif(not (BACKBONE / "model.safetensors").is_file(), reason="examples/backbone not built yet")
-def test_committed_backbone_reaches_15_percent_in_each_language(tmp_path):
+@pytest.fixture(scope="module")
+def committed_corpus(tmp_path_factory) -> MaskedLMCorpusDataModule:
+    """The committed backbone's pretraining corpus: the data settings of its run (batch size included), its tokenizer."""
+    if not (BACKBONE / "model.safetensors").is_file():
+        pytest.skip("examples/backbone not built yet")
     for task in ("cmid", "ctc", "r52"):
         require_split(task, "train")
+    settings = yaml.safe_load((ROOT / "examples" / "pretrain" / "default.yaml").read_text())["data"]["init_args"]
+    corpus = MaskedLMCorpusDataModule(**{**settings, "data_root": str(SHARED_DATA), "tokenizer": str(BACKBONE),
+                                         "cache_dir": str(tmp_path_factory.mktemp("committed"))})
+    corpus.setup("validate")
+    return corpus
+
+
+def in_memory_definition(corpus: MaskedLMCorpusDataModule) -> tuple[dict[str, list[str]], dict[str, Counter]]:
+    """The splits (``train``, ``heldout_<language>``) and the train token counts by language as
+    the corpus defined them when it held every text in a Python list (before issue 24)."""
+    texts = []
+    for task in corpus.tasks:
+        path = Path(corpus.data_root) / task / "train.tsv"
+        if path.is_file():
+            columns = read_labelled_file(path, TASKS[task].text_fields, label_field=None, label2idx=None)
+            texts += [text for field in ("text_a", "text_b") for text in columns.get(field, [])]
+    for name in corpus.text_files:
+        texts += [line for line in read_text(name).split("\n") if line.strip()]
+    order = np.random.default_rng(corpus.seed).permutation(len(texts))
+    n_heldout = max(1, int(round(corpus.heldout_fraction * len(texts))))
+    splits = {"train": [texts[i] for i in sorted(order[n_heldout:])]}
+    for i in sorted(order[:n_heldout]):
+        splits.setdefault(f"heldout_{language(texts[i])}", []).append(texts[i])
+    counts: dict[str, Counter] = {}
+    for text, ids in zip(splits["train"], corpus.tokenizer(splits["train"], add_special_tokens=False)["input_ids"]):
+        counts.setdefault(language(text), Counter()).update(ids)
+    return splits, counts
+
+
+def test_committed_corpus_splits_blocks_and_token_counts_are_the_in_memory_definitions(committed_corpus):
+    splits, counts = in_memory_definition(committed_corpus)
+    assert committed_corpus.heldout_texts == {name.removeprefix("heldout_"): texts
+                                              for name, texts in splits.items() if name != "train"}
+    assert list(committed_corpus.train_texts["text"]) == splits["train"]
+    tokenizer, body = committed_corpus.tokenizer, committed_corpus.max_length - 1
+    for language_, texts in committed_corpus.heldout_texts.items():  # packed 1,000 texts at a time, as before
+        expected = []
+        for start in range(0, len(texts), 1000):
+            stream = [token for ids in tokenizer(texts[start : start + 1000], add_special_tokens=False)["input_ids"]
+                      for token in ids + [tokenizer.sep_token_id]]
+            expected += [[tokenizer.cls_token_id] + stream[i : i + body] for i in range(0, len(stream), body)
+                         if len(stream[i : i + body]) > 1]
+        assert list(committed_corpus.encode(f"heldout_{language_}")["input_ids"]) == expected
+    for language_, counter in counts.items():
+        new = committed_corpus._train_token_counts[language_]
+        assert {token: int(count) for token, count in enumerate(new) if count} == dict(counter)
+        assert int(new.argmax()) == counter.most_common(1)[0][0]  # the unigram baseline's guess
+
+
+def test_committed_backbone_reaches_15_percent_in_each_language(committed_corpus):
     assert (BACKBONE / "model.safetensors").stat().st_size <= 25 * 2**20
     model, info = AutoModelForMaskedLM.from_pretrained(BACKBONE, output_loading_info=True, dtype=torch.float32)
     assert not info["missing_keys"] and not info["mismatched_keys"]
     model = load_masked_lm(str(BACKBONE)).eval()
-    # The pretraining run's held-out texts and masks: its data settings (batch size included), its tokenizer.
-    settings = yaml.safe_load((ROOT / "examples" / "pretrain" / "default.yaml").read_text())["data"]["init_args"]
-    corpus = MaskedLMCorpusDataModule(**{**settings, "data_root": str(SHARED_DATA), "tokenizer": str(BACKBONE),
-                                         "cache_dir": str(tmp_path)})
-    corpus.setup("validate")
     report = json.loads((BACKBONE / "pretraining_report.json").read_text())
-    for language in ("zh", "en"):
-        batches = corpus.heldout_batches[language]
+    for language_ in ("zh", "en"):
+        batches = committed_corpus.heldout_batches[language_]
         assert sum(int((batch["labels"] != -100).sum()) for batch in batches) > 1000
         accuracy = masked_token_accuracy(model, batches)
-        baseline = corpus.unigram_baseline_accuracy(language, batches)
-        assert report[f"heldout_mlm_acc_{language}"] == pytest.approx(accuracy, abs=1e-6)  # the card's figure
-        assert report[f"heldout_unigram_baseline_acc_{language}"] == pytest.approx(baseline, abs=1e-6)
-        assert accuracy >= 0.15 and accuracy > baseline + 0.05, (language, accuracy, baseline)
+        baseline = committed_corpus.unigram_baseline_accuracy(language_, batches)
+        assert report[f"heldout_mlm_acc_{language_}"] == pytest.approx(accuracy, abs=1e-6)  # the card's figure
+        assert report[f"heldout_unigram_baseline_acc_{language_}"] == pytest.approx(baseline, abs=1e-6)
+        assert accuracy >= 0.15 and accuracy > baseline + 0.05, (language_, accuracy, baseline)
 
 
 @pytest.mark.skipif(not BUDGETS.is_dir(), reason="no budget checkpoints committed")

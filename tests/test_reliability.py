@@ -196,14 +196,13 @@ def test_json_and_corpus_files_name_the_line_of_a_non_utf8_byte_and_skip_a_byte_
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes("头痛\n".encode() + "发烧\n".encode("gb18030"))
     for path, read in ((labels, lambda: load_label_names(str(labels))),
-                       (corpus, lambda: MaskedLMCorpusDataModule(text_files=[str(corpus)]).split_texts)):
+                       (corpus, lambda: MaskedLMCorpusDataModule(text_files=[str(corpus)]).texts)):
         with pytest.raises(DataFileError, match=rf"{path.name}, line 2: not UTF-8 .*re-save the file as UTF-8"):
             read()
     labels.write_bytes(b"\xef\xbb\xbf" + '{"头痛": 0}'.encode())
     corpus.write_bytes(b"\xef\xbb\xbf" + "头痛\n发烧\n".encode())
     assert load_label_names(str(labels)) == ["头痛"]
-    texts = MaskedLMCorpusDataModule(text_files=[str(corpus)]).split_texts
-    assert sorted(text for split in texts.values() for text in split) == ["发烧", "头痛"]
+    assert sorted(MaskedLMCorpusDataModule(text_files=[str(corpus)]).texts["text"]) == ["发烧", "头痛"]
 
 
 def test_without_a_train_split_the_hint_names_only_what_works(tmp_path, tiny_bert_dir):

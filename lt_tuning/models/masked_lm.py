@@ -101,7 +101,8 @@ class MaskedLMPretrainingModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits, labels = self(batch)
         loss = F.cross_entropy(logits.float(), labels)
-        self.tokens_seen += int(batch["attention_mask"].sum())
+        # Every process's tokens: budgets and the learning curve count what the model learnt from.
+        self.tokens_seen += int(self.trainer.strategy.reduce(batch["attention_mask"].sum(), reduce_op="sum"))
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -111,8 +112,11 @@ class MaskedLMPretrainingModule(pl.LightningModule):
         self.val_acc.update((logits.argmax(dim=-1) == labels).float())
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict({"val/mlm_loss": self.val_loss.compute(), "val/mlm_acc": self.val_acc.compute()}, prog_bar=True)
-        self.log("tokens_seen", float(self.tokens_seen))  # the x axis of the learning curve
+        # Reduced across processes already (the metrics sync, tokens_seen counts all), so equal on
+        # all: "max" syncs them exactly (Lightning would warn about an unsynced value).
+        metrics = {"val/mlm_loss": self.val_loss.compute(), "val/mlm_acc": self.val_acc.compute()}
+        self.log_dict(metrics, prog_bar=True, sync_dist=True, reduce_fx="max")
+        self.log("tokens_seen", float(self.tokens_seen), sync_dist=True, reduce_fx="max")  # the learning curve's x axis
         self.val_loss.reset()
         self.val_acc.reset()
 
