@@ -167,7 +167,8 @@ def test_tokenization_runs_on_num_proc_processes_and_a_second_run_loads_the_cach
     # The same blocks and counts on any number of processes: each group of 1,000 texts packed by one.
     one = corpus("one", 1)
     assert list(one.encode("train")["input_ids"]) == blocks
-    assert all((one._train_token_counts[language_] == two._train_token_counts[language_]).all() for language_ in ("zh", "en"))
+    for language_ in ("zh", "en"):
+        assert (one._train_token_counts[language_] == two._train_token_counts[language_]).all()
 
     def never(*args, **kwargs):
         raise AssertionError("read or tokenized again")
@@ -538,3 +539,4 @@ def test_pretraining_benchmark_runs_the_same_training_both_ways(tmp_path, run_sc
     assert result["tokens_per_step"] == 4 * 32  # full packed blocks
     ratio = result["results"]["ratio_lt_tuning_over_transformers"]["median"]
     assert f"**{ratio:.3f}**" in (tmp_path / "pretraining.md").read_text(encoding="utf-8")
+

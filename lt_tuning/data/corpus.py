@@ -1,10 +1,10 @@
 """A text corpus for masked-LM pretraining: the train splits of the long-tailed datasets, and text files.
 
 No part of the corpus has to fit in memory: ``datasets`` reads it a line at a time into Arrow
-files on disk, and tokenizes (on ``num_proc`` processes) and packs it into cached Arrow files,
-all memory-mapped; a second run over the same files and settings loads the cache. Texts are
-packed into ``[CLS] ... [SEP]`` blocks of ``max_length`` tokens (texts separated by [SEP]), so
-no compute goes to padding. A seeded random share of the texts is held out, masked once with a
+files on disk, then tokenizes and packs it into cached Arrow files, all memory-mapped, each pass
+on up to ``num_proc`` processes, none of which reads the whole corpus; a second run over the
+same files and settings loads the cache. Texts are packed into ``[CLS] ... [SEP]`` blocks of
+``max_length`` tokens (texts separated by [SEP]), so no compute goes to padding. A seeded random share of the texts is held out, masked once with a
 fixed seed, and used to measure masked-token accuracy per language (Chinese and English texts
 apart, since their tokens are characters and words) next to that language's unigram baseline
 (always guess its most frequent training token).
@@ -86,9 +86,10 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
         heldout_max_texts: hold out at most this many texts (None: no cap). Their masked
             batches stay in memory and every validation runs over them; 10,000 texts measure an
             accuracy to a fraction of a point.
-        num_proc: processes that tokenize; None: one per CPU core.
+        num_proc: processes for the passes over the corpus (tokenizing, packing, counting);
+            None: one per CPU core. The blocks are the same for any number.
         seed: fixes the held-out texts and their masking.
-        cache_dir: the Arrow files and vocabularies (about 3.5x the text's size on disk);
+        cache_dir: the Arrow files and vocabularies (about 3.3x the text's size on disk);
             None: ``<lt-tuning cache>/corpus``.
     """
 
