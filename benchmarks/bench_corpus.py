@@ -1,4 +1,4 @@
-"""Benchmark 7: pretraining on a big text corpus: peak memory and time against corpus size.
+"""Benchmark 8: pretraining on a big text corpus: peak memory and time against corpus size.
 
 For each corpus size, a text file of the CMID, CTC and R52 train texts repeated (one text a
 line) is pretrained on twice, each time in a fresh Python process that builds
@@ -195,7 +195,7 @@ def write(runs: list[dict], args: argparse.Namespace, env: dict, started: float)
           run["cache_mb"]] for run in runs],
     )
     markdown = (
-        f"### 7. Pretraining corpus: memory and time against corpus size\n\n{table}\n\n"
+        f"### 8. Pretraining corpus: memory and time against corpus size\n\n{table}\n\n"
         f"Largest over smallest corpus, first runs: peak RSS **{ratio['peak_rss_mb']}x** (main process to the end "
         f"of setup: {ratio['setup_peak_rss_mb']}x), peak anonymous memory **{ratio['tree_anon_mb']}x**; goal: peak "
         f"RSS <= {RATIO_GOAL}x and under {PEAK_GOAL_MB:,} MB: {'met' if met else 'not met'}. Each run is a fresh "
