@@ -62,6 +62,49 @@ def test_budget_curve_reads_tables_and_computes_the_gap(tmp_path):
     assert (tmp_path / "out" / "budget_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_kendall_tau_b_counts_agreeing_pairs_and_ties():
+    from study_report import kendall_tau
+
+    # one swapped pair of six: (5 - 1) / 6
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx({"tau": 4 / 6, "agree": 5, "disagree": 1, "pairs": 6})
+    # a tie in x: tau-b = 2 / sqrt((3 - 1) * (3 - 0))
+    assert kendall_tau([1, 1, 2], [1, 2, 3])["tau"] == pytest.approx(2 / 6**0.5)
+
+
+def test_study_report_tables_claims_and_remedies(tmp_path):
+    from study_report import main as study_report
+
+    def run(dataset, method, seed, f1, tail):
+        folder = tmp_path / "runs" / f"{dataset}-{method}-{seed}"
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps({"dataset": dataset, "method": method, "seed": seed, "acc": 0.5,
+                                                     "f1": f1, "head_f1": 0.6, "tail_f1": tail}))
+
+    for i, seed in enumerate((775, 776, 777)):
+        run("cmid", "cls_tuning_relu", seed, 0.10, 0.05 + i / 100)  # tail 5, 6, 7
+        run("cmid", "prompt_tuning", seed, 0.20, 0.15 + i / 100)  # tail 15, 16, 17: +10, se sqrt(2/3)
+        run("cmid", "cls_tuning_pt_ln", seed, 0.18, 0.16 - i / 100)  # F1 80% of the gap
+        run("cmid", "cls_tuning_tau_norm", seed, 0.11, 0.155 + i / 100)
+    run("cmid", "cls_tuning_tanh", 775, 0.1, 0.05)
+    study_report(["--runs", str(tmp_path / "runs"), "--output", str(tmp_path), "--figure", str(tmp_path / "tail.png")])
+    numbers = json.loads((tmp_path / "report.json").read_text())
+    claims = {(c["claim"], c["metric"]): c for c in numbers["claims"]}
+    beats = claims[("Prompt-tuning beats CLS-tuning (R)", "tail_f1")]
+    assert (round(beats["d"], 6), round(beats["se"], 6), beats["verdict"]) == (10, round((2 / 3) ** 0.5, 6), "holds")
+    assert claims[("Prompt-tuning beats CLS-tuning (T)", "f1")]["verdict"] == "fewer than 2 seeds"
+    assert claims[("Prompt-tuning beats CLS-tuning (R)", "f1")]["paper_d"] == pytest.approx(8.9)
+    gap = next(g for g in numbers["gap_recovered"] if (g["dataset"], g["metric"]) == ("cmid", "f1"))
+    assert gap["ours_cls_tuning_pt_ln"] == pytest.approx(0.8) and gap["paper_cls_tuning_pt_ln"] == pytest.approx(8 / 8.9)
+    tau_norm = next(r for r in numbers["remedies"] if r["method"] == "cls_tuning_tau_norm")
+    assert tau_norm["tail_f1_vs_prompt"]["verdict"] == "within seed noise"  # +0.5 against se 0.82
+    assert tau_norm["tail_f1_vs_base"]["verdict"] == "fewer than 2 seeds"  # CLS-tuning (T) has one seed
+    text = (tmp_path / "report.md").read_text()
+    assert "| CLS-tuning (R) | 50.0 (0.0) [50.9] | 10.0 (0.0) [34.5] |" in text
+    short = next(line for line in text.splitlines() if line.startswith("Cells not run or short of 3 seeds"))
+    assert "cmid-cls_tuning_tanh," in short and "cmid-prompt_tuning," not in short
+    assert (tmp_path / "tail.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def git(repo, *args):
     return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
                           capture_output=True, text=True, check=True).stdout.strip()
