@@ -52,10 +52,8 @@ class PredictionWriter(BasePredictionWriter):
         split = datamodule.predict_split
         order = sorted(rows)
         texts = {key: [values[index] for index in order] for key, values in datamodule.examples[split].items()}
-        spec = {"labels": datamodule.label_names, "text_fields": datamodule.text_fields,
-                "label_field": datamodule.label_field}
         probs = torch.stack([rows[index] for index in order])
-        write_table(path, prediction_columns(texts, spec, probs, self.top_k))
+        write_table(path, prediction_columns(texts, datamodule.label_spec, probs, self.top_k))
         print(f"Wrote {len(rows)} predictions ({split} split) to {path}")
 
 

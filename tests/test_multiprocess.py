@@ -14,6 +14,7 @@ import pytest
 
 from conftest import ROOT, SHARED_DATA, require_split
 from lt_tuning.cli import main
+from lt_tuning.data.loaders import train_loader
 
 # 101 examples a split, evaluated 10 a batch: the processes get 51 and 50 (6 and 5 batches).
 DATA = ["--data.init_args.limit_examples=101", "--data.init_args.batch_size=8", "--data.init_args.eval_batch_size=10"]
@@ -50,9 +51,11 @@ def one_process_test_metrics(folder: Path, args: list[str], monkeypatch) -> dict
 
 
 @pytest.mark.slow
-def test_two_process_fit_with_length_grouping_and_bf16_then_test(tmp_path, tiny_bert_dir, monkeypatch):
-    """fit with ``group_by_length`` and bf16-mixed on 2 processes, then ``test`` on 2: the metrics
-    are printed once, written once (with the plots), and equal a 1-process test of the checkpoint."""
+def test_two_processes_fit_test_and_predict_as_one_process(tmp_path, tiny_bert_dir, monkeypatch):
+    """fit with ``group_by_length`` and bf16-mixed on 2 processes, then ``test`` and ``predict`` of
+    its best checkpoint on 2: the metrics are printed once, written once (with the plots), and equal
+    a 1-process test; the predictions file holds each example once, in input order, and equals the
+    1-process file."""
     require_split("cmid", "train")
     args = cmid_args(tiny_bert_dir, "prompt_tuning", tmp_path / "cache")
     fit_dir = tmp_path / "fit"
@@ -76,21 +79,19 @@ def test_two_process_fit_with_length_grouping_and_bf16_then_test(tmp_path, tiny_
     one.mkdir()
     assert metrics_files(two) == [fitted] == [one_process_test_metrics(one, evaluation, monkeypatch)]
 
-
-@pytest.mark.slow
-def test_two_process_fit_without_grouping_then_predict_writes_each_example_once_in_order(tmp_path, tiny_bert_dir,
-                                                                                      monkeypatch):
-    require_split("cmid", "train")
-    args = cmid_args(tiny_bert_dir, "cls_tuning_tanh", tmp_path / "cache")
-    run_two_processes(tmp_path, "fit", [*args, "--data.init_args.group_by_length=false", "--trainer.max_steps=3",
-                                        "--test_after_fit=false"])
-    [best] = tmp_path.rglob("best-step=3.ckpt")  # validated at the last step
     predict = [*args, f"--ckpt_path={best}"]
-    result = run_two_processes(tmp_path, "predict", [*predict, f"--prediction_writer.output_file={tmp_path / 'two.tsv'}"])
+    result = run_two_processes(two, "predict", [*predict, f"--prediction_writer.output_file={tmp_path / 'two.tsv'}"])
     assert result.stdout.count("Wrote 101 predictions") == 1
-    monkeypatch.chdir(tmp_path)
     main(["predict", *predict, f"--prediction_writer.output_file={tmp_path / 'one.tsv'}"])
     rows = list(csv.reader((tmp_path / "two.tsv").open(encoding="utf-8"), delimiter="\t"))
     test_texts = [line.split("\t")[0] for line in (SHARED_DATA / "cmid/test.tsv").read_text("utf-8").splitlines()[1:102]]
     assert [row[0] for row in rows[1:]] == test_texts  # every example once, in input order
     assert (tmp_path / "two.tsv").read_text(encoding="utf-8") == (tmp_path / "one.tsv").read_text(encoding="utf-8")
+
+
+def test_training_loader_without_grouping_gives_each_process_its_share():
+    """Without length grouping, N processes train on a ``DistributedSampler``'s shares (the
+    grouped sampler has its own test in test_data.py)."""
+    dataset = list(range(11))
+    shares = [list(train_loader(dataset, 2, False, world_size=2, rank=rank).sampler) for rank in (0, 1)]
+    assert len(shares[0]) == len(shares[1]) == 6 and set(shares[0] + shares[1]) == set(range(11))

@@ -309,15 +309,20 @@ class LongTailedDataModule(pl.LightningDataModule):
         if stage == "fit":
             self._train_loader = None  # a later fit (and its resume state) gets a loader of its own
 
+    @property
+    def label_spec(self) -> dict[str, Any]:
+        """Label names, text fields and label field: what a prediction file's columns are named
+        after (:func:`~lt_tuning.inference.prediction_columns`)."""
+        return {"labels": self.label_names, "text_fields": self.text_fields, "label_field": self.label_field}
+
     def inference_spec(self) -> dict[str, Any]:
-        """What classifying new text needs besides the weights: label names and words, template,
-        text fields, ``max_length``, input format and the tokenizer's files."""
+        """What classifying new text needs besides the weights: the :attr:`label_spec`, label
+        words, template, ``max_length``, input format and the tokenizer's files."""
         with tempfile.TemporaryDirectory() as folder:
             self.tokenizer.save_pretrained(folder)
             files = {path.name: path.read_bytes() for path in Path(folder).iterdir()}
-        return {"labels": self.label_names, "label_words": self.label_words, "template": self.template_text,
-                "text_fields": self.text_fields, "label_field": self.label_field, "max_length": self.max_length,
-                "input_format": self.input_format, "tokenizer_files": files}
+        return {**self.label_spec, "label_words": self.label_words, "template": self.template_text,
+                "max_length": self.max_length, "input_format": self.input_format, "tokenizer_files": files}
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint: the :meth:`inference_spec` (a checkpoint then classifies raw
