@@ -3,8 +3,8 @@
 For each corpus size, a text file of the CMID, CTC and R52 train texts repeated (one text a
 line) is pretrained on twice, each time in a fresh Python process that builds
 ``MaskedLMCorpusDataModule(text_files=[file], tokenizer=examples/backbone)``, runs
-``prepare_data`` and ``setup("fit")`` (read, hold out, tokenize on ``num_proc`` processes, pack)
-and a few steps of ``Trainer.fit`` of the committed backbone: the first run with an empty
+``prepare_data`` and ``setup("fit")`` (read, hold out, tokenize and pack, a chunk of a million
+texts at a time on ``num_proc`` processes) and a few steps of ``Trainer.fit`` of the committed backbone: the first run with an empty
 cache, the second over the same file and cache.
 
 Memory, per run: the peak resident set size (``ru_maxrss``) of the largest of the run's
@@ -139,7 +139,7 @@ def child(corpus: str, cache: str, tokenizer: str, steps: int, num_proc: int | N
     cache_bytes = sum(path.stat().st_size for path in Path(cache).rglob("*") if path.is_file())
     print(json.dumps({
         "texts": len(data.texts), "train_blocks": len(data.datasets["train"]), "num_proc": data.num_proc,
-        "tokenizing_processes": len(data.tokenized("train").cache_files), "steps": trainer.global_step,
+        "tokenized_files": len(data.tokenized("train").cache_files), "steps": trainer.global_step,
         "import_s": round(imported - started, 1), "prepare_and_setup_s": round(prepared - imported, 1),
         "to_first_step_s": round(first_step[0] - started, 1), "total_s": round(time.perf_counter() - started, 1),
         "cache_mb": round(cache_bytes / 2**20, 1), "setup_peak_rss_mb": round(setup_peak, 1),
@@ -189,9 +189,9 @@ def write(runs: list[dict], args: argparse.Namespace, env: dict, started: float)
     table = C.markdown_table(
         ["corpus", "texts", "run", "peak RSS to the end of setup (MB)", "peak RSS, any process (MB)",
          "peak anonymous memory, all processes (MB)", "to first step (s)", "prepare + setup (s)",
-         "tokenizing processes", "cache on disk (MB)"],
+         "tokenized Arrow files (chunks x processes)", "cache on disk (MB)"],
         [[f"{run['size_mb']:,g} MB", run["texts"], run["run"], run["setup_peak_rss_mb"], run["peak_rss_mb"],
-          run["tree_anon_mb"], run["to_first_step_s"], run["prepare_and_setup_s"], run["tokenizing_processes"],
+          run["tree_anon_mb"], run["to_first_step_s"], run["prepare_and_setup_s"], run["tokenized_files"],
           run["cache_mb"]] for run in runs],
     )
     markdown = (

@@ -169,6 +169,14 @@ def test_tokenization_runs_on_num_proc_processes_and_a_second_run_loads_the_cach
     assert list(one.encode("train")["input_ids"]) == blocks
     for language_ in ("zh", "en"):
         assert (one._train_token_counts[language_] == two._train_token_counts[language_]).all()
+    # A chunk at a time (each chunk's passes on their own processes): the same held-out texts, blocks, counts.
+    monkeypatch.setattr(corpus_module, "CHUNK", 20_000)
+    chunked = corpus("chunked", 2)
+    assert list(chunked.encode("train")["input_ids"]) == blocks and chunked.heldout_texts == two.heldout_texts
+    assert len(chunked.tokenized("train").cache_files) == 3  # 20,000 texts on 2 processes, the other 3,520 on 1
+    for language_ in ("zh", "en"):
+        assert (chunked._train_token_counts[language_] == two._train_token_counts[language_]).all()
+    monkeypatch.undo()
 
     def never(*args, **kwargs):
         raise AssertionError("read or tokenized again")

@@ -2,8 +2,8 @@
 
 No part of the corpus has to fit in memory: ``datasets`` reads it a line at a time into Arrow
 files on disk, then tokenizes and packs it into cached Arrow files, all memory-mapped, each pass
-on up to ``num_proc`` processes, none of which reads the whole corpus; a second run over the
-same files and settings loads the cache. Texts are packed into ``[CLS] ... [SEP]`` blocks of
+a chunk of a million texts at a time on up to ``num_proc`` processes, so that no process reads
+more than its share of a chunk; a second run over the same files and settings loads the cache. Texts are packed into ``[CLS] ... [SEP]`` blocks of
 ``max_length`` tokens (texts separated by [SEP]), so no compute goes to padding. A seeded random share of the texts is held out, masked once with a
 fixed seed, and used to measure masked-token accuracy per language (Chinese and English texts
 apart, since their tokens are characters and words) next to that language's unigram baseline
@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -55,6 +56,10 @@ GROUP = 1000
 BATCH = 10_000
 #: Rows per batch of a pass that stays in Arrow (no Python objects), and per record batch.
 ARROW_BATCH = 50_000
+#: Texts per ``datasets.map`` call of a pass over the corpus. Each call starts its own processes,
+#: and a process keeps the pages of the memory-mapped files it has read resident until it ends:
+#: a chunk at a time, no process reads more than a chunk's share, whatever the corpus size.
+CHUNK = 1_000_000
 
 
 def language(text: str) -> str:
@@ -227,10 +232,9 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
         """The held-out texts by language (``zh``, ``en``: those present), in corpus order."""
         # One pass on up to num_proc processes: a look-up of each row would map 64 KB around it.
         key = self._key("heldout", *self._split_settings)
-        heldout = self.texts.with_format("arrow").map(
-            _take, with_indices=True, batched=True, batch_size=ARROW_BATCH, fn_kwargs={"rows": self.heldout_rows},
-            num_proc=self._processes(len(self.texts)), cache_file_name=str(self.cache_dir / f"heldout-{key}.arrow"),
-            new_fingerprint=key, desc="Holding out",
+        heldout = self._map_chunks(
+            self.texts.with_format("arrow"), CHUNK, "heldout", key, _take, {"rows": self.heldout_rows},
+            with_indices=True, batched=True, batch_size=ARROW_BATCH, desc="Holding out",
         )
         splits: dict[str, list[str]] = {}
         for text in heldout.with_format(None)["text"]:
@@ -298,6 +302,22 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
         most (starting one costs more than it saves on fewer)."""
         return max(1, min(self.num_proc, texts // BATCH))
 
+    def _map_chunks(self, dataset: datasets.Dataset, rows: int, name: str, key: str, function,
+                    fn_kwargs: dict[str, Any], texts_per_row: int = 1, **kwargs) -> datasets.Dataset:
+        """``dataset.map(function, fn_kwargs=fn_kwargs, **kwargs)`` over chunks of ``rows`` rows
+        (:data:`CHUNK` texts; ``texts_per_row`` texts a row), each on up to ``num_proc`` processes
+        and cached on disk as ``<name>-<key>-<first row>-<end row>``, concatenated in order. ``with_indices``
+        functions also get the chunk's first row as ``offset``: their indices count from it."""
+        parts = []
+        for start in range(0, max(len(dataset), 1), rows):
+            stop = min(start + rows, len(dataset))
+            parts.append(dataset.select(range(start, stop)).map(
+                function, fn_kwargs={**fn_kwargs, **({"offset": start} if kwargs.get("with_indices") else {})},
+                num_proc=self._processes((stop - start) * texts_per_row), new_fingerprint=f"{key}-{start}-{stop}",
+                cache_file_name=str(self.cache_dir / f"{name}-{key}-{start}-{stop}.arrow"), **kwargs,
+            ))
+        return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
     def tokenized(self, split: str) -> datasets.Dataset:
         """``split``'s texts as token ids, a row a text (``input_ids``; ``zh``: a Chinese text),
         cached on disk."""
@@ -306,11 +326,10 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
             texts = self.train_texts if split == "train" else datasets.Dataset.from_dict(
                 {"text": self.heldout_texts[split.removeprefix("heldout_")]})
             key = self._key(split, *self._split_settings, self._tokenizer_digest)
-            self._opened[name] = texts.map(
-                _tokenize, batched=True, batch_size=BATCH, writer_batch_size=BATCH, features=TOKENIZED,
-                fn_kwargs={"tokenizer": self.tokenizer}, remove_columns=texts.column_names,
-                num_proc=self._processes(len(texts)), cache_file_name=str(self.cache_dir / f"{name}-{key}.arrow"),
-                new_fingerprint=key, desc=f"Tokenizing {split}",
+            self._opened[name] = self._map_chunks(
+                texts, CHUNK, name, key, _tokenize, {"tokenizer": self.tokenizer}, batched=True, batch_size=BATCH,
+                writer_batch_size=BATCH, features=TOKENIZED, remove_columns=texts.column_names,
+                desc=f"Tokenizing {split}",
             )
         return self._opened[name]
 
@@ -318,18 +337,17 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
                    **fn_kwargs) -> datasets.Dataset:
         """``function(batch of group numbers, tokens=..., **fn_kwargs)`` over the groups of
         :data:`GROUP` consecutive texts of ``split``'s :meth:`tokenized` texts, each group whole
-        in one call whatever the number of processes, on up to ``num_proc`` processes (so that
-        none reads the whole corpus); cached on disk."""
+        in one call whatever the number of processes, a chunk of :data:`CHUNK` texts at a time on
+        up to ``num_proc`` processes (so that none reads more than its share of a chunk); cached on disk."""
         name = f"{split}-{name}"
         if name not in self._opened:
             tokens = self.tokenized(split)
             groups = datasets.Dataset.from_dict({"group": list(range(math.ceil(len(tokens) / GROUP)))})
             key = self._key(split, *self._split_settings, self._tokenizer_digest, name, fn_kwargs)
-            self._opened[name] = groups.map(
-                function, batched=True, batch_size=batch_size, writer_batch_size=BATCH, features=features,
-                fn_kwargs={"tokens": tokens, **fn_kwargs}, remove_columns=["group"],
-                num_proc=self._processes(len(tokens)), cache_file_name=str(self.cache_dir / f"{name}-{key}.arrow"),
-                new_fingerprint=key, desc=name,
+            self._opened[name] = self._map_chunks(
+                groups, CHUNK // GROUP, name, key, function, {"tokens": tokens, **fn_kwargs}, texts_per_row=GROUP,
+                batched=True, batch_size=batch_size, writer_batch_size=BATCH, features=features,
+                remove_columns=["group"], desc=name,
             )
         return self._opened[name]
 
@@ -450,8 +468,8 @@ def _not_in(indices: list[int], rows: np.ndarray) -> np.ndarray:
     return np.isin(indices, rows, invert=True)
 
 
-def _take(batch: pa.Table, indices: list[int], rows: np.ndarray) -> pa.Table:
-    return batch.take(np.flatnonzero(np.isin(indices, rows)))
+def _take(batch: pa.Table, indices: list[int], rows: np.ndarray, offset: int) -> pa.Table:
+    return batch.take(np.flatnonzero(np.isin(np.asarray(indices) + offset, rows)))
 
 
 def _tokenize(batch: dict[str, list], tokenizer: PreTrainedTokenizerBase) -> dict[str, list]:
