@@ -224,10 +224,13 @@ def remedy_rows(rows: dict) -> list[dict[str, Any]]:
 def figure(rows: dict) -> Figure:
     """Tail F1 (%) of every method that has runs, one panel per dataset, each seed a dot, the
     mean a short bar, prompt-tuning's mean a dashed line."""
-    methods = [m for m in LABELS if any((d, m) in rows for d in DATASETS)]
-    fig = Figure(figsize=(max(8.0, 0.42 * len(methods) * len(DATASETS)), 5.2), layout="constrained")
-    axes = fig.subplots(1, len(DATASETS), sharey=False)
-    for ax, dataset in zip(np.atleast_1d(axes), DATASETS):
+    # The CLS-tuning family (study rows, then remedies), then the prompt-tuning family.
+    order = sorted(LABELS, key=lambda m: (m.startswith("prompt"), m in REMEDIES, m != "cls_tuning_tanh"))
+    methods = [m for m in order if any((d, m) in rows for d in DATASETS)]
+    datasets = [d for d in DATASETS if any((d, m) in rows for m in methods)]
+    fig = Figure(figsize=(max(8.0, 0.4 * len(methods) * len(datasets)), 5.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(datasets)))
+    for ax, dataset in zip(axes, datasets):
         for x, method in enumerate(methods):
             row = rows.get((dataset, method))
             if row is None:
@@ -244,7 +247,7 @@ def figure(rows: dict) -> Figure:
         ax.set_xticks(range(len(methods)), [LABELS[m] for m in methods], rotation=70, ha="right", fontsize=7)
         ax.set_title(dataset.upper())
         ax.grid(axis="y", alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("test tail F1 (%)")
+    axes[0].set_ylabel("test tail F1 (%)")
     fig.suptitle("Tail F1 per method on the own backbone (dots: seeds; circles: study rows, squares: remedies)",
                  fontsize=10)
     return fig
