@@ -95,6 +95,7 @@ def test_study_report_tables_claims_and_remedies(tmp_path):
     assert claims[("Prompt-tuning beats CLS-tuning (R)", "f1")]["paper_d"] == pytest.approx(8.9)
     gap = next(g for g in numbers["gap_recovered"] if (g["dataset"], g["metric"]) == ("cmid", "f1"))
     assert gap["ours_cls_tuning_pt_ln"] == pytest.approx(0.8) and gap["paper_cls_tuning_pt_ln"] == pytest.approx(8 / 8.9)
+    assert gap["verdict"] == "holds"  # 80% of the gap, +8 points over CLS-tuning (R) with no spread
     tau_norm = next(r for r in numbers["remedies"] if r["method"] == "cls_tuning_tau_norm")
     assert tau_norm["tail_f1_vs_prompt"]["verdict"] == "within seed noise"  # +0.5 against se 0.82
     assert tau_norm["tail_f1_vs_base"]["verdict"] == "fewer than 2 seeds"  # CLS-tuning (T) has one seed
