@@ -78,6 +78,14 @@ PAPER_HEAD_TAIL = {
 }
 
 
+def planned_cells() -> list[tuple[str, str]]:
+    """The grid's (dataset, method) cells, in the order it runs them: CMID's study rows and remedies
+    (one dataset whole first), CTC's and R52's study rows, R52's CLS-tuning remedies."""
+    cls_remedies = [m for m in REMEDIES if m.startswith("cls")]
+    return [*(("cmid", m) for m in [*STUDY, *REMEDIES]), *(("ctc", m) for m in STUDY),
+            *(("r52", m) for m in [*STUDY, *cls_remedies])]
+
+
 def paper_value(method: str, dataset: str, metric: str) -> float | None:
     """The paper's figure (%) of a cell, None where its tables have none."""
     if metric in ("acc", "f1"):
@@ -285,10 +293,7 @@ def signed(d: float | None, se: float | None = None) -> str:
 def report(rows: dict) -> tuple[str, dict[str, Any]]:
     """The Markdown report and its numbers."""
     taus, claims, gaps, remedies = rank_agreement(rows), judge_claims(rows), gap_recovered(rows), remedy_rows(rows)
-    planned = [f"{d}-{m}" for d in DATASETS for m in STUDY] + [
-        f"{d}-{m}" for m in REMEDIES for d in (("cmid", "r52") if m.startswith("cls") else ("cmid",))]
-    missing = [cell for cell in planned if tuple(cell.split("-")) not in rows
-               or rows[tuple(cell.split("-"))]["n"] < len(SEEDS)]
+    missing = [f"{d}-{m}" for d, m in planned_cells() if (d, m) not in rows or rows[(d, m)]["n"] < len(SEEDS)]
     acc_f1, head_tail = {"acc": "Acc", "f1": "F1"}, {"head_f1": "head", "tail_f1": "tail"}
     text = ["Ours: test %, mean (population std) over seeds 775-777, own backbone, "
             "`examples/own_backbone.yaml` budget; [paper]: BERT-base, 5 seeds (PAPER.md). "

@@ -106,6 +106,16 @@ def test_study_report_tables_claims_and_remedies(tmp_path):
     assert (tmp_path / "tail.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_study_grid_runs_each_planned_cell_once_one_dataset_at_a_time():
+    from study_grid import cells
+
+    grid = cells()
+    # 10 study rows on 3 datasets, 5 CLS-tuning remedies on CMID and R52, 5 prompt-tuning ones on CMID: x 3 seeds
+    assert len(grid) == len(set(grid)) == (10 * 3 + 5 * 2 + 5) * 3
+    assert [d for d, _, _ in grid] == ["cmid"] * 60 + ["ctc"] * 30 + ["r52"] * 45
+    assert [s for _, _, s in grid[:60]] == [775] * 20 + [776] * 20 + [777] * 20  # one seed of every method first
+
+
 def git(repo, *args):
     return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
                           capture_output=True, text=True, check=True).stdout.strip()
