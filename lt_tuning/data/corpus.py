@@ -3,9 +3,10 @@
 No part of the corpus has to fit in memory: ``datasets`` reads it a line at a time into Arrow
 files on disk, then tokenizes and packs it into cached Arrow files, all memory-mapped, each pass
 a chunk of a million texts at a time on up to ``num_proc`` processes, so that no process reads
-more than its share of a chunk; a second run over the same files and settings loads the cache. Texts are packed into ``[CLS] ... [SEP]`` blocks of
-``max_length`` tokens (texts separated by [SEP]), so no compute goes to padding. A seeded random share of the texts is held out, masked once with a
-fixed seed, and used to measure masked-token accuracy per language (Chinese and English texts
+more than its share of a chunk; a second run over the same files and settings loads the cache.
+Texts are packed into ``[CLS] ... [SEP]`` blocks of ``max_length`` tokens (texts separated by
+[SEP]), so no compute goes to padding. A seeded random share of the texts is held out, masked
+once with a fixed seed, and used to measure masked-token accuracy per language (Chinese and English texts
 apart, since their tokens are characters and words) next to that language's unigram baseline
 (always guess its most frequent training token).
 """
