@@ -232,7 +232,7 @@ def most_of_gap(rows: dict, dataset: str, metric: str, share: float | None) -> s
 
 
 def remedy_rows(rows: dict) -> list[dict[str, Any]]:
-    """Each remedy's tail and macro F1 against the method it modifies and against prompt-tuning."""
+    """Each remedy's tail and macro F1 against the method it modifies and (CLS-tuning's) against prompt-tuning."""
     out = []
     for (method, (base, label)), dataset in itertools.product(REMEDIES.items(), DATASETS):
         if (dataset, method) not in rows:
@@ -241,7 +241,7 @@ def remedy_rows(rows: dict) -> list[dict[str, Any]]:
         for metric in ("f1", "tail_f1"):
             values = rows[(dataset, method)][metric]["values"]
             for ref_name, ref in (("base", REMEDY_BASE[base]), ("prompt", "prompt_tuning")):
-                if (dataset, ref) in rows:
+                if (dataset, ref) in rows and not (ref_name == "prompt" and ref == REMEDY_BASE[base]):
                     diff = difference(values, rows[(dataset, ref)][metric]["values"])
                     entry[f"{metric}_vs_{ref_name}"] = {**diff, "verdict": verdict("better", diff["d"], diff["se"])}
         out.append(entry)
