@@ -287,7 +287,7 @@ def signed(d: float | None, se: float | None = None) -> str:
     """``+1.2`` or ``+1.2 (0.4)`` with the noise, ``-`` when there is no figure."""
     if d is None:
         return "-"
-    return f"{d:+.1f}" + ("" if se is None else f" ({se:.1f})")
+    return f"{d:+.1f}".replace("-0.0", "+0.0") + ("" if se is None else f" ({se:.1f})")  # no "-0.0"
 
 
 def report(rows: dict) -> tuple[str, dict[str, Any]]:
