@@ -4,8 +4,8 @@ For each corpus size, a text file of the CMID, CTC and R52 train texts repeated 
 line) is pretrained on twice, each time in a fresh Python process that builds
 ``MaskedLMCorpusDataModule(text_files=[file], tokenizer=examples/backbone)``, runs
 ``prepare_data`` and ``setup("fit")`` (read, hold out, tokenize and pack, a chunk of a million
-texts at a time on ``num_proc`` processes) and a few steps of ``Trainer.fit`` of the committed backbone: the first run with an empty
-cache, the second over the same file and cache.
+texts at a time on ``num_proc`` processes) and a few steps of ``Trainer.fit`` of the committed
+backbone: the first run with an empty cache, the second over the same file and cache.
 
 Memory, per run: the peak resident set size (``ru_maxrss``) of the largest of the run's
 processes (the tokenizing ones too), and of the main process up to the end of ``setup``; and

@@ -6,9 +6,9 @@ a chunk of a million texts at a time on up to ``num_proc`` processes, so that no
 more than its share of a chunk; a second run over the same files and settings loads the cache.
 Texts are packed into ``[CLS] ... [SEP]`` blocks of ``max_length`` tokens (texts separated by
 [SEP]), so no compute goes to padding. A seeded random share of the texts is held out, masked
-once with a fixed seed, and used to measure masked-token accuracy per language (Chinese and English texts
-apart, since their tokens are characters and words) next to that language's unigram baseline
-(always guess its most frequent training token).
+once with a fixed seed, and used to measure masked-token accuracy per language (Chinese and
+English texts apart, since their tokens are characters and words) next to that language's
+unigram baseline (always guess its most frequent training token).
 """
 
 from __future__ import annotations
@@ -307,8 +307,9 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
                     fn_kwargs: dict[str, Any], texts_per_row: int = 1, **kwargs) -> datasets.Dataset:
         """``dataset.map(function, fn_kwargs=fn_kwargs, **kwargs)`` over chunks of ``rows`` rows
         (:data:`CHUNK` texts; ``texts_per_row`` texts a row), each on up to ``num_proc`` processes
-        and cached on disk as ``<name>-<key>-<first row>-<end row>``, concatenated in order. ``with_indices``
-        functions also get the chunk's first row as ``offset``: their indices count from it."""
+        and cached on disk as ``<name>-<key>-<first row>-<end row>``, concatenated in order.
+        ``with_indices`` functions also get the chunk's first row as ``offset``: their indices
+        count from it."""
         parts = []
         for start in range(0, max(len(dataset), 1), rows):
             stop = min(start + rows, len(dataset))
@@ -339,7 +340,8 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
         """``function(batch of group numbers, tokens=..., **fn_kwargs)`` over the groups of
         :data:`GROUP` consecutive texts of ``split``'s :meth:`tokenized` texts, each group whole
         in one call whatever the number of processes, a chunk of :data:`CHUNK` texts at a time on
-        up to ``num_proc`` processes (so that none reads more than its share of a chunk); cached on disk."""
+        up to ``num_proc`` processes (so that none reads more than its share of a chunk); cached
+        on disk."""
         name = f"{split}-{name}"
         if name not in self._opened:
             tokens = self.tokenized(split)
