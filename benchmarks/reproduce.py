@@ -8,7 +8,8 @@ and data files, threads, versions, CPU: ``record.py``), so the committed results
 record, a sweep (interrupted, or on a new clone) skips the runs it has, and ``rerun.py`` repeats a
 run and names what differs. A tree with uncommitted changes is refused unless ``--allow-dirty``.
 The table (mean (std) over seeds of Acc / F1 / head F1 / tail F1) goes to ``<output>/table.md``
-and ``table.json``, with the exact command in ``<output>/command.txt``.
+and ``table.json``, with the exact command in ``<output>/command.txt`` (``--no-table``: none, for a
+driver that runs one cell a call, as ``study_grid.py`` does; ``study_report.py`` writes its tables).
 
 Every run uses the study's definitions, so the table sits beside the paper's (``STUDY_DEFINITIONS``,
 passed before the overrides): macro F1 over the classes present in the evaluated split
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="run from a tree with uncommitted changes (recorded in each run.json)")
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: the table of the finished runs, naming the cells' runs still missing")
+    parser.add_argument("--no-table", dest="table", action="store_false",
+                        help="run the cells, write no table (a driver's single cells)")
     args = parser.parse_args(argv[:split])
     overrides = argv[split + 1 :]
     run_dirs, missing = [], []
@@ -115,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 run_cell(Path(dataset).stem, Path(method).stem, seed, run_dir, overrides, args.allow_dirty)
                 run_dirs.append(run_dir)
+    if not args.table:
+        return
     rows = aggregate_runs(run_dirs)
     command = shlex.join(["python", "benchmarks/reproduce.py", *(arg for arg in argv if arg != "--table-only")])
     atomic_write_text(args.output / "command.txt", command + "\n")

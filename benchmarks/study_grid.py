@@ -49,7 +49,7 @@ def lane(todo: queue.Queue, commit: bool, git_lock: threading.Lock) -> None:
             return
         run_dir = OUTPUT / "runs" / f"{dataset}-{method}-{seed}"
         command = [sys.executable, "benchmarks/reproduce.py", "--datasets", dataset, "--methods", method,
-                   "--seeds", str(seed), "--output", str(OUTPUT), "--", *OVERRIDES]
+                   "--seeds", str(seed), "--output", str(OUTPUT), "--no-table", "--", *OVERRIDES]
         result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
         if result.returncode != 0:
             print(f"FAILED {run_dir.name}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}", flush=True)

@@ -116,6 +116,45 @@ def test_study_grid_runs_each_planned_cell_once_one_dataset_at_a_time():
     assert [s for _, _, s in grid[:60]] == [775] * 20 + [776] * 20 + [777] * 20  # one seed of every method first
 
 
+def test_study_grid_lane_runs_cells_without_one_cell_tables_and_commits_each_run_json(grid_repo, monkeypatch):
+    import queue
+    import threading
+
+    import study_grid
+
+    for who in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{who}_NAME", "t")
+        monkeypatch.setenv(f"GIT_{who}_EMAIL", "t@t")
+    calls, real_run = [], subprocess.run
+
+    def fake_reproduce(command, cwd=None, **kwargs):  # seed 2 fails; the others leave a run.json and a log
+        if command[0] == "git":
+            return real_run(command, cwd=cwd, **kwargs)
+        calls.append((command, kwargs["env"]["OMP_NUM_THREADS"]))
+        seed = command[command.index("--seeds") + 1]
+        if seed == "2":
+            return subprocess.CompletedProcess(command, 1, "", "boom")
+        run_dir = cwd / study_grid.OUTPUT / "runs" / f"cmid-prompt_tuning-{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "run.json").write_text('{"f1": 0.5}')
+        (run_dir / "log.txt").write_text("log")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(study_grid, "ROOT", grid_repo)
+    monkeypatch.setattr(study_grid.subprocess, "run", fake_reproduce)
+    todo: queue.Queue = queue.Queue()
+    for seed in (1, 2, 3):
+        todo.put(("cmid", "prompt_tuning", seed))
+    study_grid.lane(todo, commit=True, git_lock=threading.Lock())
+    assert [(c[c.index("--seeds") + 1], threads) for c, threads in calls] == [("1", "1"), ("2", "1"), ("3", "1")]
+    assert all("--no-table" in c and c[c.index("--") + 1:] == study_grid.OVERRIDES for c, _ in calls)
+    assert git(grid_repo, "log", "--format=%s", "-3").splitlines() == [
+        "grid: cmid prompt_tuning seed 3 (whole study)", "grid: cmid prompt_tuning seed 1 (whole study)",
+        "grid inputs"]  # the failed cell commits nothing
+    assert git(grid_repo, "show", "--name-only", "--format=", "HEAD") == \
+        "benchmarks/results/study/runs/cmid-prompt_tuning-3/run.json"  # the record, not the log
+
+
 def git(repo, *args):
     return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
                           capture_output=True, text=True, check=True).stdout.strip()
@@ -191,7 +230,8 @@ def test_reproduce_refuses_a_dirty_tree_unless_allowed_and_records_it(grid_repo,
     with pytest.raises(SystemExit, match="--allow-dirty"):
         reproduce.main(args)
     assert not started and not (grid_repo / "out" / "runs" / "cmid-prompt_tuning-1" / "run.json").exists()
-    reproduce.main(["--allow-dirty", *args])
+    reproduce.main(["--allow-dirty", "--no-table", *args])
+    assert sorted(p.name for p in (grid_repo / "out").iterdir()) == ["runs"]  # no one-cell table or command.txt
     run = json.loads((grid_repo / "out" / "runs" / "cmid-prompt_tuning-1" / "run.json").read_text())
     assert run["record"]["git"] | {"commit": None} == {
         "commit": None, "clean": False, "changes": ["?? notes.txt"], "allow_dirty": True}  # out/ is the grid's own
