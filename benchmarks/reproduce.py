@@ -53,6 +53,11 @@ def finished(run_dir: Path) -> bool:
     return (run_dir / "run.json").is_file() and "f1" in json.loads((run_dir / "run.json").read_text())
 
 
+def cell_name(dataset: str, method: str, seed: int) -> str:
+    """A cell's run folder name, ``<dataset>-<method>-<seed>`` (names or config paths' stems)."""
+    return f"{Path(dataset).stem}-{Path(method).stem}-{seed}"
+
+
 def repo_path(path: Path) -> str:
     """``path`` relative to the repository when inside it, so that a recorded command runs from any clone."""
     path = path.resolve()
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     for dataset in args.datasets:
         for method in args.methods:
             for seed in args.seeds:
-                run_dir = args.output / "runs" / f"{Path(dataset).stem}-{Path(method).stem}-{seed}"
+                run_dir = args.output / "runs" / cell_name(dataset, method, seed)
                 if args.table_only and not finished(run_dir):
                     missing.append(run_dir.name)
                     continue

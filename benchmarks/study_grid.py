@@ -23,7 +23,7 @@ import sys
 import threading
 from pathlib import Path
 
-from reproduce import ROOT, finished
+from reproduce import ROOT, cell_name, finished
 from study_report import SEEDS, planned_cells
 
 OUTPUT = Path("benchmarks/results/study")
@@ -47,7 +47,7 @@ def lane(todo: queue.Queue, commit: bool, git_lock: threading.Lock) -> None:
             dataset, method, seed = todo.get_nowait()
         except queue.Empty:
             return
-        run_dir = OUTPUT / "runs" / f"{dataset}-{method}-{seed}"
+        run_dir = OUTPUT / "runs" / cell_name(dataset, method, seed)
         command = [sys.executable, "benchmarks/reproduce.py", "--datasets", dataset, "--methods", method,
                    "--seeds", str(seed), "--output", str(OUTPUT), "--no-table", "--", *OVERRIDES]
         result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     todo: queue.Queue = queue.Queue()
     for cell in cells():
-        if not finished(ROOT / OUTPUT / "runs" / "-".join(map(str, cell))):
+        if not finished(ROOT / OUTPUT / "runs" / cell_name(*cell)):
             todo.put(cell)
     print(f"{todo.qsize()} of {len(cells())} runs to go", flush=True)
     if args.list:

@@ -280,6 +280,7 @@ def figure(rows: dict) -> Figure:
     return fig
 
 
+METRIC_NAMES = {"f1": "macro F1", "tail_f1": "tail F1"}  # the metrics that claims, orderings and gaps compare
 COMPARED = {"holds": "better", "does not hold": "worse"}  # a remedy's "better" verdict, in words of a comparison
 
 
@@ -305,19 +306,19 @@ def report(rows: dict) -> tuple[str, dict[str, Any]]:
              "\n## Head / tail table (test F1)\n", table(rows, LABELS, list(head_tail), head_tail),
              "\n## Ordering of the study's methods against the paper's (Kendall's tau-b)\n",
              "| dataset | by | methods | tau-b | pairs in agreement |\n|---|---|---|---|---|\n"]
-    text += [f"| {t['dataset']} | {'macro F1' if t['metric'] == 'f1' else 'tail F1'} | {len(t['methods'])} | "
+    text += [f"| {t['dataset']} | {METRIC_NAMES[t['metric']]} | {len(t['methods'])} | "
              f"{t['tau']:.2f} | {t['agree']} of {t['pairs']} |\n" for t in taus]
     text += ["\n## The study's claims\n", "d: mean difference in points (ours), se: its noise over seeds; "
              "rule in `benchmarks/study_report.py`.\n\n",
              "| claim | dataset | metric | d (se) | verdict | paper d |\n|---|---|---|---|---|---|\n"]
-    text += [f"| {c['claim']} | {c['dataset']} | {'macro F1' if c['metric'] == 'f1' else 'tail F1'} | "
+    text += [f"| {c['claim']} | {c['dataset']} | {METRIC_NAMES[c['metric']]} | "
              f"{signed(c['d'], c['se'])} | {c['verdict']} | {signed(c['paper_d'])} |\n" for c in claims]
     text += ["\n## Share of the CLS-tuning (R) to prompt-tuning gap closed\n",
              "\"w/ pt. LN recovers most of the gap\": more than half, its gain beyond seed noise.\n\n",
              "| dataset | metric | w/ LN ours | w/ pt. LN ours | w/ LN paper | w/ pt. LN paper | most of the gap (ours) |\n"
              "|---|---|---|---|---|---|---|\n"]
     share = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
-    text += [f"| {g['dataset']} | {'macro F1' if g['metric'] == 'f1' else 'tail F1'} | {share(g['ours_cls_tuning_ln'])} | "
+    text += [f"| {g['dataset']} | {METRIC_NAMES[g['metric']]} | {share(g['ours_cls_tuning_ln'])} | "
              f"{share(g['ours_cls_tuning_pt_ln'])} | {share(g['paper_cls_tuning_ln'])} | "
              f"{share(g['paper_cls_tuning_pt_ln'])} | {g['verdict']} |\n" for g in gaps]
     text += ["\n## Remedies beyond the study\n", "Difference in points (se) against the method the remedy "

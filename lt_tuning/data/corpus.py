@@ -234,7 +234,7 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
         # One pass on up to num_proc processes: a look-up of each row would map 64 KB around it.
         key = self._key("heldout", *self._split_settings)
         heldout = self._map_chunks(
-            self.texts.with_format("arrow"), CHUNK, "heldout", key, _take, {"rows": self.heldout_rows},
+            self.texts.with_format("arrow"), "heldout", key, _take, {"rows": self.heldout_rows},
             with_indices=True, batched=True, batch_size=ARROW_BATCH, desc="Holding out",
         )
         splits: dict[str, list[str]] = {}
@@ -303,14 +303,13 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
         most (starting one costs more than it saves on fewer)."""
         return max(1, min(self.num_proc, texts // BATCH))
 
-    def _map_chunks(self, dataset: datasets.Dataset, rows: int, name: str, key: str, function,
-                    fn_kwargs: dict[str, Any], texts_per_row: int = 1, **kwargs) -> datasets.Dataset:
-        """``dataset.map(function, fn_kwargs=fn_kwargs, **kwargs)`` over chunks of ``rows`` rows
-        (:data:`CHUNK` texts; ``texts_per_row`` texts a row), each on up to ``num_proc`` processes
-        and cached on disk as ``<name>-<key>-<first row>-<end row>``, concatenated in order.
-        ``with_indices`` functions also get the chunk's first row as ``offset``: their indices
-        count from it."""
-        parts = []
+    def _map_chunks(self, dataset: datasets.Dataset, name: str, key: str, function, fn_kwargs: dict[str, Any],
+                    texts_per_row: int = 1, **kwargs) -> datasets.Dataset:
+        """``dataset.map(function, fn_kwargs=fn_kwargs, **kwargs)`` over chunks of :data:`CHUNK`
+        texts (``texts_per_row`` texts a row), each on up to ``num_proc`` processes and cached on
+        disk as ``<name>-<key>-<first row>-<end row>``, concatenated in order. ``with_indices``
+        functions also get the chunk's first row as ``offset``: their indices count from it."""
+        parts, rows = [], CHUNK // texts_per_row
         for start in range(0, max(len(dataset), 1), rows):
             stop = min(start + rows, len(dataset))
             parts.append(dataset.select(range(start, stop)).map(
@@ -329,7 +328,7 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
                 {"text": self.heldout_texts[split.removeprefix("heldout_")]})
             key = self._key(split, *self._split_settings, self._tokenizer_digest)
             self._opened[name] = self._map_chunks(
-                texts, CHUNK, name, key, _tokenize, {"tokenizer": self.tokenizer}, batched=True, batch_size=BATCH,
+                texts, name, key, _tokenize, {"tokenizer": self.tokenizer}, batched=True, batch_size=BATCH,
                 writer_batch_size=BATCH, features=TOKENIZED, remove_columns=texts.column_names,
                 desc=f"Tokenizing {split}",
             )
@@ -348,7 +347,7 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
             groups = datasets.Dataset.from_dict({"group": list(range(math.ceil(len(tokens) / GROUP)))})
             key = self._key(split, *self._split_settings, self._tokenizer_digest, name, fn_kwargs)
             self._opened[name] = self._map_chunks(
-                groups, CHUNK // GROUP, name, key, function, {"tokens": tokens, **fn_kwargs}, texts_per_row=GROUP,
+                groups, name, key, function, {"tokens": tokens, **fn_kwargs}, texts_per_row=GROUP,
                 batched=True, batch_size=batch_size, writer_batch_size=BATCH, features=features,
                 remove_columns=["group"], desc=name,
             )
