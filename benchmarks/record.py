@@ -66,7 +66,7 @@ def cpu() -> dict[str, Any]:
 def resolved_config(cli_args: list[str], root: Path) -> dict[str, Any]:
     """The configuration ``lt-tuning <cli_args>`` runs with (``--print_config``, run from ``root``),
     less the log folder, which is where a run writes and not what it computes."""
-    from lt_tuning.cli import build_cli
+    from lt_tuning.commands.lightning import build_cli
 
     printed = io.StringIO()
     with contextlib.chdir(root), contextlib.redirect_stdout(printed), warnings.catch_warnings():

@@ -1,54 +1,75 @@
-"""lt-tuning: make pretrained language models good long-tailed learners."""
+"""lt-tuning: make pretrained language models good long-tailed learners.
 
-from lt_tuning.callbacks import MaskedLMExport, PlotWriter, TestMetricsWriter
-from lt_tuning.data import (
-    CMIDDataModule,
-    CTCDataModule,
-    IFLYTEKDataModule,
-    LongTailedDataModule,
-    MaskedLMCorpusDataModule,
-    MSRADataModule,
-    R52DataModule,
-    TextClassificationDataModule,
-)
-from lt_tuning.early_stopping import EpochPatienceEarlyStopping
-from lt_tuning.inference import TextClassifier, export_classifier, load_classifier
-from lt_tuning.models import ClsTuningModule, MaskedLMPretrainingModule, PromptTuningModule
-from lt_tuning.plots import (
-    class_distribution_figure,
-    per_class_f1_figure,
-    save_figure,
-    weight_norms_figure,
-)
-from lt_tuning.recipe import fit_and_test, recipe_trainer
-from lt_tuning.verbalizer import Verbalizer
+The public names load on first use (PEP 562), so that ``import lt_tuning`` and the ``lt-tuning``
+command import torch, Lightning and transformers only where a name needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CMIDDataModule",
-    "CTCDataModule",
-    "ClsTuningModule",
-    "EpochPatienceEarlyStopping",
-    "IFLYTEKDataModule",
-    "LongTailedDataModule",
-    "MSRADataModule",
-    "MaskedLMCorpusDataModule",
-    "MaskedLMExport",
-    "MaskedLMPretrainingModule",
-    "PlotWriter",
-    "PromptTuningModule",
-    "R52DataModule",
-    "TestMetricsWriter",
-    "TextClassificationDataModule",
-    "TextClassifier",
-    "Verbalizer",
-    "class_distribution_figure",
-    "export_classifier",
-    "fit_and_test",
-    "load_classifier",
-    "per_class_f1_figure",
-    "recipe_trainer",
-    "save_figure",
-    "weight_norms_figure",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "MaskedLMExport": "lt_tuning.callbacks",
+    "PlotWriter": "lt_tuning.callbacks",
+    "TestMetricsWriter": "lt_tuning.callbacks",
+    "CMIDDataModule": "lt_tuning.data",
+    "CTCDataModule": "lt_tuning.data",
+    "IFLYTEKDataModule": "lt_tuning.data",
+    "LongTailedDataModule": "lt_tuning.data",
+    "MaskedLMCorpusDataModule": "lt_tuning.data",
+    "MSRADataModule": "lt_tuning.data",
+    "R52DataModule": "lt_tuning.data",
+    "TextClassificationDataModule": "lt_tuning.data",
+    "EpochPatienceEarlyStopping": "lt_tuning.early_stopping",
+    "TextClassifier": "lt_tuning.inference",
+    "export_classifier": "lt_tuning.inference",
+    "load_classifier": "lt_tuning.inference",
+    "ClsTuningModule": "lt_tuning.models",
+    "MaskedLMPretrainingModule": "lt_tuning.models",
+    "PromptTuningModule": "lt_tuning.models",
+    "class_distribution_figure": "lt_tuning.plots",
+    "per_class_f1_figure": "lt_tuning.plots",
+    "save_figure": "lt_tuning.plots",
+    "weight_norms_figure": "lt_tuning.plots",
+    "fit_and_test": "lt_tuning.recipe",
+    "recipe_trainer": "lt_tuning.recipe",
+    "Verbalizer": "lt_tuning.verbalizer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lt_tuning' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
+    from lt_tuning.callbacks import MaskedLMExport, PlotWriter, TestMetricsWriter
+    from lt_tuning.data import (
+        CMIDDataModule,
+        CTCDataModule,
+        IFLYTEKDataModule,
+        LongTailedDataModule,
+        MaskedLMCorpusDataModule,
+        MSRADataModule,
+        R52DataModule,
+        TextClassificationDataModule,
+    )
+    from lt_tuning.early_stopping import EpochPatienceEarlyStopping
+    from lt_tuning.inference import TextClassifier, export_classifier, load_classifier
+    from lt_tuning.models import ClsTuningModule, MaskedLMPretrainingModule, PromptTuningModule
+    from lt_tuning.plots import class_distribution_figure, per_class_f1_figure, save_figure, weight_norms_figure
+    from lt_tuning.recipe import fit_and_test, recipe_trainer
+    from lt_tuning.verbalizer import Verbalizer

@@ -1,197 +1,62 @@
-"""The ``lt-tuning`` command: LightningCLI with the study's recipe as defaults.
+"""The ``lt-tuning`` command: one subcommand per job, each a module of :mod:`lt_tuning.commands`.
 
-``lt-tuning fit --config examples/data/cmid.yaml --config examples/methods/prompt_tuning.yaml``
-trains, keeps the best checkpoint by dev macro F1, stops early, then tests the best checkpoint.
-``validate``, ``test`` and ``predict`` need ``--ckpt_path`` (or ``--allow_untrained true``).
-``predict --ckpt_path CKPT --input FILE`` classifies a file of raw texts, and ``export --ckpt_path
-CKPT --output_dir DIR`` writes a folder that transformers loads (:mod:`lt_tuning.inference`).
+``lt-tuning --help`` lists them; ``lt-tuning COMMAND --help`` gives each one's options. This module
+imports nothing heavy, so that a command loads only what it uses (``classify`` on an exported
+folder needs neither Lightning nor the training code). Input errors print one line,
+``error: <message>``, and exit 2; ``LT_TUNING_TRACEBACK=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
+import os
 import sys
-import warnings
-from pathlib import Path
-from typing import Any
 
-import pytorch_lightning as pl
-import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.plugins.io import TorchCheckpointIO
+# name -> ("module:function" of lt_tuning.commands that runs it on the arguments, one line of help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fit": ("lightning:fit", "Train with the study's recipe, then test the best checkpoint."),
+    "validate": ("lightning:validate", "Evaluate a checkpoint on the dev split."),
+    "test": ("lightning:test", "Evaluate a checkpoint on the test split: acc, macro/head/tail F1."),
+    "predict": ("lightning:predict", "Write a checkpoint's predictions for a dataset split (1..N processes)."),
+    "classify": ("classify:main", "Classify the raw texts of a file with a trained model."),
+    "export": ("export:main", "Write a checkpoint as a folder that transformers (or lt-tuning alone) loads."),
+}
 
-from lt_tuning import recipe
-from lt_tuning.callbacks import PlotWriter, PredictionWriter, StepSeed, TestMetricsWriter, ValidateLastStep
-from lt_tuning.data import LongTailedDataModule
-from lt_tuning.data.reading import read_texts, write_table
-from lt_tuning.early_stopping import EpochPatienceEarlyStopping
-from lt_tuning.inference import SPEC_FILE, export_classifier, load_classifier, prediction_columns
-from lt_tuning.io import AtomicCheckpointIO
-from lt_tuning.models import LongTailedClassifier
+# What a user's input can get wrong: shown as one line. Anything else is a bug: a traceback.
+INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
-class LTTuningCLI(LightningCLI):
-    """LightningCLI whose model gets its data-derived arguments from the DataModule.
-
-    Runs the tuning modules on the long-tailed DataModules and masked-LM pretraining on a
-    corpus DataModule; a link whose source or target a class lacks is skipped.
-    """
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # The recipe's callbacks (lt_tuning.recipe), each configurable: --checkpoint.*, --early_stopping.*, ...
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({f"checkpoint.{key}": value for key, value in recipe.BEST_CHECKPOINT.items()})
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
-        parser.set_defaults({f"last_checkpoint.{key}": value for key, value in recipe.LAST_CHECKPOINT.items()})
-        parser.add_lightning_class_args(EpochPatienceEarlyStopping, "early_stopping")
-        parser.set_defaults({f"early_stopping.{key}": value for key, value in recipe.EARLY_STOPPING.items()})
-        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
-        parser.add_lightning_class_args(TestMetricsWriter, "test_metrics")  # <log dir>/test_metrics.json
-        parser.add_lightning_class_args(PlotWriter, "plots")  # PNGs after test; --plots.enabled false: none
-        parser.add_lightning_class_args(StepSeed, "step_seed")  # exact resume after a kill
-        parser.add_lightning_class_args(ValidateLastStep, "validate_last_step")  # a best checkpoint for any budget
-        parser.add_argument("--test_after_fit", type=bool, default=True, help="Test the best checkpoint after fit.")
-        parser.add_argument(
-            "--allow_untrained", type=bool, default=False,
-            help="validate/test/predict without --ckpt_path: the model as built, untrained (e.g. zero-shot prompts).",
-        )
-        for source, target in (
-            ("data.model_name_or_path", "model.init_args.model_name_or_path"),
-            ("data.num_classes", "model.init_args.num_classes"),
-            ("data.head_tail_ratio", "model.init_args.head_tail_ratio"),
-            ("data.metric_class_counts", "model.init_args.class_counts"),
-            ("data.train_class_counts", "model.init_args.train_class_counts"),
-            ("data.vocab_size", "model.init_args.vocab_size"),
-            ("data.pad_token_id", "model.init_args.pad_token_id"),
-            ("data.verbalizer", "model.init_args.verbalizer"),
-        ):
-            parser.link_arguments(source, target, apply_on="instantiate")
-
-    def before_instantiate_classes(self) -> None:
-        """Refuse to evaluate an untrained model by accident: ``--ckpt_path`` or ``--allow_untrained true``."""
-        if self.subcommand not in ("validate", "test", "predict"):
-            return
-        config = self.config[self.subcommand]
-        if config.ckpt_path is None and not config.allow_untrained:
-            raise ValueError(
-                f"`lt-tuning {self.subcommand}` without --ckpt_path would use an untrained model. Give the "
-                "checkpoint of a fit (--ckpt_path lightning_logs/version_N/checkpoints/best-step=....ckpt), or "
-                "--allow_untrained true to use the model as built."
-            )
-
-    def instantiate_classes(self) -> None:
-        """Also tell the DataModule the input format that the model declares (the links run
-        from the DataModule to the model, so this one is set once both exist)."""
-        super().instantiate_classes()
-        declared = getattr(self.model, "input_format", None)
-        if declared is None or not isinstance(self.datamodule, LongTailedDataModule):
-            return
-        if self.datamodule.input_format not in (None, declared):
-            raise ValueError(
-                f"data.input_format={self.datamodule.input_format!r} but {type(self.model).__name__} reads "
-                f"{declared!r} batches: drop data.input_format (the model's is used)."
-            )
-        self.datamodule.input_format = declared
-
-    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
-        """The Trainer, writing checkpoints atomically unless given a checkpoint IO plugin of its own."""
-        trainer = super().instantiate_trainer(**kwargs)
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        return trainer
-
-    def before_fit(self) -> None:
-        """``--ckpt_path last`` resumes the newest ``last.ckpt`` under the log folder.
-
-        Each run logs into a new ``version_N`` folder, where Lightning would look for
-        ``last.ckpt`` in vain and silently train from scratch. Without an explicit
-        ``--checkpoint.dirpath``, checkpointing goes on in the folder of the newest ``last.ckpt``.
-        """
-        logger = self.trainer.logger
-        if self.config[self.subcommand].ckpt_path != "last" or logger is None or logger.root_dir is None:
-            return
-        found = sorted(Path(logger.root_dir).glob("*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
-        for callback in self.trainer.checkpoint_callbacks if found else []:
-            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
-                callback.dirpath = str(found[-1].parent)
-
-    def after_fit(self) -> None:
-        """Test the best checkpoint; where no evaluation saved one, the final weights, with a warning."""
-        testable = isinstance(self.model, LongTailedClassifier)  # pretraining has no test split
-        if testable and self.config[self.subcommand].test_after_fit and not self.trainer.interrupted:
-            recipe.best_checkpoint_test(self.trainer, self.model, self.datamodule)
-
-
-def build_cli(args: list[str] | None = None, run: bool = True) -> LTTuningCLI:
-    """The ``lt-tuning`` CLI on ``args`` (default: the command line), returned for inspection;
-    ``run=False`` only builds model and data (``args`` then has no subcommand)."""
-    return LTTuningCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=recipe.SEED,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults=recipe.TRAINER,
-        args=args,
-        run=run,
+def parser() -> argparse.ArgumentParser:
+    """The top-level parser: a command name and its arguments."""
+    width = max(map(len, COMMANDS))
+    listing = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items())
+    top = argparse.ArgumentParser(
+        prog="lt-tuning", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Make pretrained language models good long-tailed learners.",
+        epilog=f"commands:\n{listing}\n\n`lt-tuning COMMAND --help` lists a command's options.",
     )
-
-
-def classify_file(args: list[str]) -> None:
-    """``lt-tuning predict --ckpt_path CKPT --input FILE``: classify a file of raw texts."""
-    parser = argparse.ArgumentParser(
-        prog="lt-tuning predict", description="Classify the texts of a file with a trained classifier. (Without "
-        "--input, `lt-tuning predict --config ... --ckpt_path ...` predicts a dataset split through Lightning.)")
-    parser.add_argument("--ckpt_path", required=True, help="a checkpoint of `lt-tuning fit`, or an exported folder")
-    parser.add_argument("--input", required=True, help=".txt (one text a line) or .tsv/.csv/.jsonl with the text "
-                        "column(s) the model was trained on; a label column there is written beside the prediction")
-    parser.add_argument("--output", help="a .tsv, .csv or .jsonl file (default: <input name>.predictions.tsv, here)")
-    parser.add_argument("--top_k", type=int, default=1, help="labels per text, most probable first")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--device", help="e.g. cpu, cuda (default: cuda when available, else cpu)")
-    options = parser.parse_args(args)
-    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    classifier = load_classifier(options.ckpt_path, device)
-    spec = classifier.spec
-    label2idx = {label: index for index, label in enumerate(spec["labels"])}
-    texts = read_texts(options.input, spec["text_fields"], spec["label_field"], label2idx)
-    inputs = list(zip(texts["text_a"], texts["text_b"])) if "text_b" in texts else texts["text_a"]
-    probs = classifier.predict_proba(inputs, options.batch_size)
-    output = Path(options.output or f"{Path(options.input).stem}.predictions.tsv")
-    write_table(output, prediction_columns(texts, spec, probs, options.top_k))
-    print(f"Wrote {len(inputs)} predictions to {output}")
-
-
-def export_command(args: list[str]) -> None:
-    """``lt-tuning export --ckpt_path CKPT --output_dir DIR``."""
-    parser = argparse.ArgumentParser(prog="lt-tuning export", description=export_classifier.__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt_path", required=True, help="a checkpoint of `lt-tuning fit`")
-    parser.add_argument("--output_dir", required=True)
-    options = parser.parse_args(args)
-    auto_class = export_classifier(options.ckpt_path, options.output_dir)
-    if auto_class is None:
-        reason = json.loads((Path(options.output_dir) / SPEC_FILE).read_text(encoding="utf-8"))["why_not_transformers"]
-        print(f"Wrote {options.output_dir}: it loads with lt_tuning.load_classifier only, as this variant has no "
-              f"transformers equivalent ({reason}).")
-    else:
-        print(f"Wrote {options.output_dir}: transformers' {auto_class}.from_pretrained loads it "
-              "(and lt_tuning.load_classifier).")
+    top.add_argument("command", choices=COMMANDS, metavar="COMMAND", help="one of the commands below")
+    top.add_argument("args", nargs=argparse.REMAINDER, help="the command's arguments")
+    return top
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lt-tuning`` console script. Returns None, so that the script's
-    ``sys.exit(main())`` exits 0 after a successful run."""
+    """Entry point of the ``lt-tuning`` console script (and ``python -m lt_tuning.cli``)."""
     args = sys.argv[1:] if args is None else list(args)
-    if args[:1] == ["export"]:
-        return export_command(args[1:])
-    if args[:1] == ["predict"] and any(arg == "--input" or arg.startswith("--input=") for arg in args):
-        return classify_file(args[1:])
-    # Lightning's own use of a torch API that torch deprecated: nothing a user can act on.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-    build_cli(args)
+    if not args:
+        parser().print_help(sys.stderr)
+        sys.exit(2)
+    options = parser().parse_args(args)
+    module, _, function = COMMANDS[options.command][0].partition(":")
+    run = getattr(importlib.import_module(f"lt_tuning.commands.{module}"), function)
+    try:
+        run(options.args)
+    except INPUT_ERRORS as error:
+        if os.environ.get("LT_TUNING_TRACEBACK"):
+            raise
+        message = str(error).strip() or type(error).__name__
+        sys.exit(f"error: {message}  (LT_TUNING_TRACEBACK=1 shows where)")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import ROOT, SHARED_DATA, require_split
 from lt_tuning import TextClassificationDataModule
-from lt_tuning.cli import build_cli, main
+from lt_tuning.cli import main
+from lt_tuning.commands.lightning import build_cli
 
 
 def tiny_cmid_args(tmp_path: Path, model_dir: str) -> list[str]:
@@ -102,7 +103,7 @@ def test_a_config_may_give_labels_and_verbalizer_keys_as_integers(tmp_path, tiny
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
 def test_evaluation_without_a_checkpoint_is_refused(subcommand, tmp_path, tiny_bert_dir):
-    with pytest.raises(ValueError, match=rf"`lt-tuning {subcommand}` without --ckpt_path would use an untrained model"):
+    with pytest.raises(SystemExit, match=rf"^error: `lt-tuning {subcommand}` without --ckpt_path would use an untrained"):
         main([subcommand, *tiny_cmid_args(tmp_path, tiny_bert_dir)])
 
 

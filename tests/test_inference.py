@@ -125,14 +125,19 @@ print(json.dumps(results))
         assert (plain - saved[name]["probs"]).abs().max() <= 1e-5, name
 
 
-def test_predict_command_classifies_unlabelled_files_in_input_order(saved, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+def test_classify_command_classifies_unlabelled_files_in_input_order(saved, tmp_path, monkeypatch, capsys):
     ckpt = str(saved["prompt_tuning"]["ckpt"])
     texts = ['头痛怎么办 "急"', "感冒吃什么药好", "孕妇可以吃布洛芬吗"]
     (tmp_path / "new.txt").write_text(f"{texts[0]}\n\n{texts[1]}\n{texts[2]}\n", encoding="utf-8")  # a blank line
-    main(["predict", "--ckpt_path", ckpt, "--input", "new.txt", "--top_k", "2"])
-    assert "Wrote 3 predictions to new.predictions.tsv" in capsys.readouterr().out
-    rows = [line.split("\t") for line in (tmp_path / "new.predictions.tsv").read_text("utf-8").splitlines()]
+    # the installed script, a fresh process, from another folder: the output lands there
+    script = Path(sys.executable).with_name("lt-tuning")
+    (tmp_path / "fresh").mkdir()
+    done = subprocess.run([str(script), "classify", "--ckpt_path", ckpt, "--input", str(tmp_path / "new.txt"),
+                           "--top_k", "2"], cwd=tmp_path / "fresh", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Wrote 3 predictions to new.predictions.tsv" in done.stdout
+    written = tmp_path / "fresh" / "new.predictions.tsv"
+    rows = [line.split("\t") for line in written.read_text("utf-8").splitlines()]
     assert rows[0] == ["text", "prediction", "probability", "prediction_2", "probability_2"]
     probs = load_classifier(ckpt).predict_proba(texts)
     labels = saved["prompt_tuning"]["labels"]
@@ -141,21 +146,14 @@ def test_predict_command_classifies_unlabelled_files_in_input_order(saved, tmp_p
         assert row == [text, labels[top.indices[0]], f"{top.values[0]:.6f}".rstrip("0"),
                        labels[top.indices[1]], f"{top.values[1]:.6f}".rstrip("0")]
     # lt-tuning reads its own TSV back as written (no CSV quoting around the quote in text 0)
-    assert read_texts("new.predictions.tsv", ["text"], None, {})["text_a"] == texts
+    assert read_texts(written, ["text"], None, {})["text_a"] == texts
     # a table with the label column: the gold label beside the prediction; JSON lines by the suffix
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "gold.tsv").write_text(f"label\ttext\n{labels[3]}\t{texts[1]}\n", encoding="utf-8")
-    main(["predict", "--ckpt_path", ckpt, "--input", "gold.tsv", "--output", "gold.jsonl"])
+    main(["classify", "--ckpt_path", ckpt, "--input", "gold.tsv", "--output", "gold.jsonl"])
     [row] = [json.loads(line) for line in (tmp_path / "gold.jsonl").read_text("utf-8").splitlines()]
     assert list(row) == ["text", "label", "prediction", "probability"] and row["label"] == labels[3]
     assert not (tmp_path / "lightning_logs").exists()  # no Trainer, no empty log folder
-    # the installed script, a fresh process: the same file
-    script = Path(sys.executable).with_name("lt-tuning")
-    (tmp_path / "fresh").mkdir()
-    done = subprocess.run([str(script), "predict", "--ckpt_path", ckpt, "--input", str(tmp_path / "new.txt"),
-                           "--top_k", "2"], cwd=tmp_path / "fresh", capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "fresh" / "new.predictions.tsv").read_text("utf-8") == \
-        (tmp_path / "new.predictions.tsv").read_text("utf-8")
 
 
 def test_readme_python_example_runs(saved, tmp_path, monkeypatch, capsys):

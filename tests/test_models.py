@@ -14,7 +14,8 @@ from transformers import AutoModelForMaskedLM
 from conftest import ROOT, SHARED_DATA, VERBALIZER, prompt_batch, prompt_module, require_split
 import lt_tuning
 from lt_tuning import ClsTuningModule, CMIDDataModule, PromptTuningModule
-from lt_tuning.cli import build_cli, main
+from lt_tuning.cli import main
+from lt_tuning.commands.lightning import build_cli
 from lt_tuning.models import classification_loss, focal_loss, focal_loss_reference
 from lt_tuning.models.backbone import encoder_inputs
 

@@ -28,7 +28,7 @@ from lt_tuning import (
     MaskedLMPretrainingModule,
     PromptTuningModule,
 )
-from lt_tuning.cli import build_cli
+from lt_tuning.commands.lightning import build_cli
 from lt_tuning.data import DataFileError, corpus as corpus_module, read_labelled_file, train_wordpiece_tokenizer
 from lt_tuning.data.corpus import language
 from lt_tuning.data.reading import read_text

@@ -18,7 +18,8 @@ from transformers import AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2M
 
 from conftest import SHARED_DATA, require_split
 from lt_tuning import ClsTuningModule, CMIDDataModule, MaskedLMCorpusDataModule, PromptTuningModule
-from lt_tuning.cli import build_cli, main
+from lt_tuning.cli import main
+from lt_tuning.commands.lightning import build_cli
 from lt_tuning.data import DataFileError, read_labelled_file
 from lt_tuning.data.labels import load_label_names
 from lt_tuning.io import AtomicCheckpointIO, atomic_open, atomic_write_json
@@ -212,9 +213,9 @@ def test_without_a_train_split_the_hint_names_only_what_works(tmp_path, tiny_ber
             f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
     hint = "validate, test and predict can run with head_tail_from='eval' .*; fit cannot"
     for subcommand in ("fit", "test"):
-        with pytest.raises(FileNotFoundError, match=rf"train split file is missing: .*train\.tsv\..*{hint}"):
+        with pytest.raises(SystemExit, match=rf"error: .*train split file is missing: .*train\.tsv\..*{hint}"):
             main([subcommand, *args, "--data.head_tail_from=train", "--allow_untrained=true"])
-    with pytest.raises(FileNotFoundError, match=r"train split file is missing: .*train\.tsv\. Put the file there") as fit:
+    with pytest.raises(SystemExit, match=r"error: .*train split file is missing: .*train\.tsv\. Put the file there") as fit:
         main(["fit", *args, "--data.head_tail_from=eval"])  # fit trains on that split: no hint there
     assert "head_tail_from" not in str(fit.value)
     cli = build_cli(["test", *args, "--data.head_tail_from=eval", "--allow_untrained=true"])  # the hint works for test

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import ROOT, SHARED_DATA, prompt_batch, require_split
 
 from lt_tuning import CMIDDataModule, ClsTuningModule, PromptTuningModule, Verbalizer
-from lt_tuning.cli import build_cli
+from lt_tuning.commands.lightning import build_cli
 from lt_tuning.models import classification_loss
 from lt_tuning.models.remedies import class_balanced_weights, log_prior, logit_adjust, tau_normalize
 
