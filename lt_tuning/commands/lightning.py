@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -118,10 +121,12 @@ class LTTuningCLI(LightningCLI):
             recipe.best_checkpoint_test(self.trainer, self.model, self.datamodule)
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> LTTuningCLI:
+def build_cli(args: list[str] | None = None, run: bool = True,
+              cli_class: Callable[..., LTTuningCLI] = LTTuningCLI) -> LTTuningCLI:
     """The ``lt-tuning`` CLI on ``args`` (default: the command line), returned for inspection;
-    ``run=False`` only builds model and data (``args`` then has no subcommand)."""
-    return LTTuningCLI(
+    ``run=False`` only builds model and data (``args`` then has no subcommand). ``cli_class``:
+    a subclass with more (``lt-tuning tune``'s trials)."""
+    return cli_class(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,
@@ -134,16 +139,23 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LTTuningCLI:
     )
 
 
-def run(subcommand: str, args: list[str]) -> None:
-    """``lt-tuning <subcommand> args``, with nothing printed that a user cannot act on."""
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Nothing printed that a user cannot act on, while the CLI runs on its given arguments."""
     # Lightning's own use of a torch API that torch deprecated, and its tips for a cloud service.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     rank_zero.log.addFilter(lambda record: "💡 Tip" not in record.getMessage())
     argv, sys.argv = sys.argv, sys.argv[:1]  # the arguments are `args`: LightningCLI need not warn of two sources
     try:
-        build_cli([subcommand, *args])
+        yield
     finally:
         sys.argv = argv
+
+
+def run(subcommand: str, args: list[str]) -> None:
+    """``lt-tuning <subcommand> args``, quietly."""
+    with quiet_lightning():
+        build_cli([subcommand, *args])
 
 
 fit, validate, test, predict = (partial(run, name) for name in ("fit", "validate", "test", "predict"))
