@@ -263,22 +263,31 @@ def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.RDBStorag
     enqueued again (up to 3 times). Refuses an unreachable URL, the password masked."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from sqlalchemy.exc import IntegrityError
+
     sqlite = url.startswith("sqlite")
     engine_kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-            )
-    except (SQLAlchemyError, ModuleNotFoundError) as error:
-        reason = str(error).splitlines()[0]
-        password = _password(url)
-        if password:
-            reason = reason.replace(password, "***")
-        hint = " Install the driver: pip install 'lt-tuning[postgres]'." if isinstance(error, ModuleNotFoundError) else ""
-        raise ValueError(f"cannot reach the study storage {masked(url)}: {reason}.{hint}") from None
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                )
+        except (SQLAlchemyError, ImportError) as error:  # Optuna raises ImportError for a missing driver
+            # Workers started together race to create the tables: the loser retries.
+            if attempt < 2 and (isinstance(error, IntegrityError) or "already exists" in str(error)):
+                time.sleep(1 + attempt)
+                continue
+            failure = error
+            break
+    reason = str(failure).splitlines()[0]
+    password = _password(url)
+    if password:
+        reason = reason.replace(password, "***")
+    hint = " Install the driver: pip install 'lt-tuning[postgres]'." if isinstance(failure, ImportError) else ""
+    raise ValueError(f"cannot reach the study storage {masked(url)}: {reason}.{hint}") from None
 
 
 def _password(url: str) -> str | None:
@@ -329,7 +338,7 @@ class Tuner:
             known = set(config.keys()) - {"config"}
             for path in self.space.paths(method):
                 if path not in known:
-                    close = difflib.get_close_matches(path, sorted(known), n=3, cutoff=0.6)
+                    close = difflib.get_close_matches(path, sorted(known), n=3, cutoff=0.8)
                     where = f" with {method}" if method else ""
                     raise SearchSpaceError(f"tune.space: the config{where} has no parameter {path!r}"
                                            + (f"; close matches: {close}" if close else "") + ".")
@@ -368,7 +377,7 @@ class Tuner:
         except (optuna.TrialPruned, SearchSpaceError):
             raise
         except (Exception, SystemExit) as error:  # a jsonargparse rejection exits
-            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
+            trial.set_user_attr("error", " ".join(f"{type(error).__name__}: {error}".split())[:400])  # one line
             raise TrialFailed(str(error)) from error
         callback = cli.trainer.checkpoint_callback
         score = callback.best_model_score if callback else None
