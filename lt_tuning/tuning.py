@@ -509,8 +509,9 @@ def trials_markdown(tuner: Tuner, rows: list[dict[str, Any]], best: FrozenTrial 
         lines.append(f"Best: trial {best.number}, {settings.objective} = {best.value:.4f} (`best.yaml`).")
     if test is not None:
         lines.append("Its test: " + ", ".join(f"{key} {value:.4f}" for key, value in test["metrics"].items()) + ".")
-    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(row.get(key)) for key in columns) + " |" for row in rows]
+    if rows:
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_cell(row.get(key)) for key in columns) + " |" for row in rows]
     failed = [row for row in rows if row.get("error")]
     if failed:
         lines += ["", "Failed trials:", ""] + [f"- {row['number']}: {row['error']}" for row in failed]
