@@ -247,26 +247,28 @@ class OptunaTrialReport(Callback):
 # --- storage ------------------------------------------------------------------------------
 
 
-def masked(url: str) -> str:
-    """``url`` with its password shown as ``***``."""
+def _parsed_url(url: str) -> Any:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return make_url(url)
     except ArgumentError:
-        return url
+        return None
+
+
+def masked(url: str) -> str:
+    """``url`` with its password shown as ``***``."""
+    parsed = _parsed_url(url)
+    return parsed.render_as_string(hide_password=True) if parsed is not None else url
 
 
 def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.RDBStorage:
     """The study database, with heartbeats: a trial silent for two intervals is failed and
     enqueued again (up to 3 times). Refuses an unreachable URL, the password masked."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-    from sqlalchemy.exc import IntegrityError
-
-    sqlite = url.startswith("sqlite")
-    engine_kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(3):
         try:
             with warnings.catch_warnings():
@@ -283,21 +285,11 @@ def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.RDBStorag
             failure = error
             break
     reason = str(failure).splitlines()[0]
-    password = _password(url)
+    password = getattr(_parsed_url(url), "password", None)
     if password:
         reason = reason.replace(password, "***")
     hint = " Install the driver: pip install 'lt-tuning[postgres]'." if isinstance(failure, ImportError) else ""
     raise ValueError(f"cannot reach the study storage {masked(url)}: {reason}.{hint}") from None
-
-
-def _password(url: str) -> str | None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).password
-    except ArgumentError:
-        return None
 
 
 # --- the study ----------------------------------------------------------------------------
