@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8, help="trials of (b)'s study")
     args = parser.parse_args()
     started, env = C.start(args)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=C.ROOT, capture_output=True, text=True)
     with C.workdir() as work:
         cache = work / "cache"
         run(command("fit", *fit_args(args.data_dir, cache, 2), f"--trainer.default_root_dir={work / 'warm'}"),
@@ -84,7 +85,6 @@ def main() -> None:
             per_hour[workers] = args.trials / ((time.perf_counter() - begin) / 3600)
             shutil.rmtree(out / "trials")
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=C.ROOT, capture_output=True, text=True)
     fields = {
         "commit": commit.stdout.strip(),
         "overhead": {"fit_s": C.summary(times["fit"], 1), "tune_s": C.summary(times["tune"], 1),
