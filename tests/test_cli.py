@@ -25,6 +25,7 @@ def tiny_cmid_args(tmp_path: Path, model_dir: str) -> list[str]:
         "--trainer.val_check_interval=100", f"--trainer.default_root_dir={tmp_path}",
         "--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={tmp_path}",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--plots.enabled=false",  # the plots have their tests (test_plots.py); here they would only cost time
     ]
 
 
@@ -70,7 +71,7 @@ def own_cmid_args(tmp_path: Path, model_dir: str) -> list[str]:
         "--data.template={cls}{text_a}？这个问题的意图是{mask}。{sep}", "--data.limit_examples=48", "--data.batch_size=8",
         f"--data.cache_dir={tmp_path / 'cache'}", "--model=lt_tuning.PromptTuningModule",
         f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
+        "--trainer.enable_model_summary=false", "--plots.enabled=false",
     ]
 
 
