@@ -10,8 +10,10 @@ from __future__ import annotations
 
 def main(args: list[str]) -> None:
     """Run one worker of the study that ``args`` (``fit``'s, plus a ``tune:`` section) describe."""
+    import sys
+
     from lt_tuning.commands.lightning import quiet_lightning
     from lt_tuning.tuning import tune
 
-    with quiet_lightning():
+    with quiet_lightning(sys.argv[:1]):  # each trial's CLI gets its arguments, not the command line's
         tune(args)
