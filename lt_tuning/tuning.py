@@ -191,6 +191,9 @@ class ParsedConfig(TuneCLI):
 
     model_optional = False
 
+    def init_parser(self, **kwargs: Any) -> Any:
+        return super().init_parser(**{**kwargs, "prog": "lt-tuning tune", "description": __doc__.split("\n\n")[0]})
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         super().add_arguments_to_parser(parser)
         if self.model_optional:  # the `tune:` section alone, before a method config gives the model
