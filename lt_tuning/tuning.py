@@ -266,6 +266,23 @@ def masked(url: str) -> str:
     return parsed.render_as_string(hide_password=True) if parsed is not None else url
 
 
+def _serialize_sqlite(engine: Any) -> None:
+    """Every SQLite transaction ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe): SQLite ignores Optuna's
+    ``SELECT ... FOR UPDATE``, so two workers could both take the same waiting trial (a retry, an
+    enqueued one) between reading and writing it; serialized, the second sees it taken."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners are not reused
+
+
 def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.RDBStorage:
     """The study database, with heartbeats: a trial silent for two intervals is failed and
     enqueued again (up to 3 times). Refuses an unreachable URL, the password masked."""
@@ -276,10 +293,13 @@ def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.RDBStorag
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
+                storage = optuna.storages.RDBStorage(
                     url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
                 )
+            if url.startswith("sqlite"):
+                _serialize_sqlite(storage.engine)
+            return storage
         except (SQLAlchemyError, ImportError) as error:  # Optuna raises ImportError for a missing driver
             # Workers started together race to create the tables: the loser retries.
             if attempt < 2 and (isinstance(error, IntegrityError) or "already exists" in str(error)):
