@@ -39,8 +39,8 @@ def tiny_args(tmp_path: Path, model_dir: str, cache: Path, **tune: object) -> li
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
-SEARCH = {"method": {"choices": {str(METHODS / "prompt_tuning.yaml"): {},
-                                 str(METHODS / "cls_tuning_tanh.yaml"): {"model.init_args.focal_gamma": {"low": 0.5, "high": 2.0}}}},
+GAMMA = {"model.init_args.focal_gamma": {"low": 0.5, "high": 2.0}}  # searched under CLS-tuning only
+SEARCH = {"method": {"choices": {str(METHODS / "prompt_tuning.yaml"): {}, str(METHODS / "cls_tuning_tanh.yaml"): GAMMA}},
           "model.init_args.learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True}}
 
 
@@ -104,7 +104,8 @@ def test_two_workers_share_a_study_a_killed_workers_trial_is_run_again_and_best_
     trials = trials_of(storage)
     finished = [t for t in trials if t.state in FINISHED]
     assert len(finished) == 6 and len({t.number for t in finished}) == 6
-    assert {t.user_attrs["worker"] for t in finished} == {f"{socket.gethostname()}:{pid}" for pid in (worker_a.pid, os.getpid())}
+    workers = {f"{socket.gethostname()}:{pid}" for pid in (worker_a.pid, os.getpid())}
+    assert {t.user_attrs["worker"] for t in finished} == workers
     [stale] = [t for t in trials if t.number == killed[0]]
     assert stale.state == optuna.trial.TrialState.FAIL and "error" not in stale.user_attrs
     [rerun] = [t for t in finished if t.system_attrs.get("failed_trial") == killed[0]]  # run again once, same values
@@ -143,7 +144,8 @@ def test_a_hopeless_trial_is_pruned_and_failing_ones_fail_while_the_study_goes_o
     example (a lower one): the median pruner stops it at its first validation. A learning rate
     of 1e30 makes the loss infinite (failed), a class-balanced beta of 1 the model rejects (failed)."""
     require_split("cmid", "dev")
-    tau, lr, beta = "model.init_args.logit_adjustment_tau", "model.init_args.learning_rate", "model.init_args.class_balanced_beta"
+    tau, lr = "model.init_args.logit_adjustment_tau", "model.init_args.learning_rate"
+    beta = "model.init_args.class_balanced_beta"
     space = {tau: {"choices": [-1000.0, 1000.0]}, lr: {"choices": [1.0e-3, 2.0e-3, 1.0e30]},
              beta: {"choices": [None, 1.0]}}
     enqueue = [{tau: -1000.0, lr: 1.0e-3, beta: None}, {tau: -1000.0, lr: 2.0e-3, beta: None},
@@ -166,11 +168,15 @@ def test_a_hopeless_trial_is_pruned_and_failing_ones_fail_while_the_study_goes_o
 
 @pytest.mark.parametrize(("tune", "message"), [
     ({"space": {"model.init_args.learning_rte": {"low": 1e-4, "high": 1e-3}}},
-     r"tune\.space: the config has no parameter 'model\.init_args\.learning_rte'; close matches: \['model\.init_args\.learning_rate'\]"),
-    ({"space": {"method": {"choices": {str(METHODS / "cls_tuning_focal.yaml"): {"model.init_args.gamma": {"low": 1, "high": 3}}}}}},
-     r"tune\.space: the config with .*cls_tuning_focal\.yaml has no parameter 'model\.init_args\.gamma'; close matches: \['model\.init_args\.focal_gamma'"),
+     r"tune\.space: the config has no parameter 'model\.init_args\.learning_rte'; "
+     r"close matches: \['model\.init_args\.learning_rate'\]"),
+    ({"space": {"method": {"choices": {str(METHODS / "cls_tuning_focal.yaml"): {"model.init_args.gamma": GAMMA[
+        "model.init_args.focal_gamma"]}}}}},
+     r"tune\.space: the config with .*cls_tuning_focal\.yaml has no parameter 'model\.init_args\.gamma'; "
+     r"close matches: \['model\.init_args\.focal_gamma'"),
     ({"space": {"model.init_args.learning_rate": {"low": 1e-2, "high": 1e-3}}},
-     r"tune\.space\['model\.init_args\.learning_rate'\] = .*: `low <= high` must hold, but got \(low=0\.01, high=0\.001\)"),
+     r"tune\.space\['model\.init_args\.learning_rate'\] = .*: `low <= high` must hold, "
+     r"but got \(low=0\.01, high=0\.001\)"),
     ({"space": {"model.init_args.warmup_proportion": {"low": 0.0, "high": 0.2, "log": True}}},
      r"tune\.space\['model\.init_args\.warmup_proportion'\] = .*: `low > 0` must hold for `log=True`"),
     ({"storage": "postgresql://lt:s3cret@127.0.0.1:9/study"},
