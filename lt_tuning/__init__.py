@@ -37,6 +37,8 @@ _EXPORTS = {
     "weight_norms_figure": "lt_tuning.plots",
     "fit_and_test": "lt_tuning.recipe",
     "recipe_trainer": "lt_tuning.recipe",
+    "TuneSettings": "lt_tuning.tuning",
+    "tune": "lt_tuning.tuning",
     "Verbalizer": "lt_tuning.verbalizer",
 }
 
@@ -71,4 +73,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from lt_tuning.models import ClsTuningModule, MaskedLMPretrainingModule, PromptTuningModule
     from lt_tuning.plots import class_distribution_figure, per_class_f1_figure, save_figure, weight_norms_figure
     from lt_tuning.recipe import fit_and_test, recipe_trainer
+    from lt_tuning.tuning import TuneSettings, tune
     from lt_tuning.verbalizer import Verbalizer
