@@ -219,6 +219,11 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
             "backbone_config": saved["backbone_config"], "state_dict": checkpoint["state_dict"]}
 
 
+def checkpoint_settings(path: str | os.PathLike) -> ClassifierSettings:
+    """The :class:`ClassifierSettings` a checkpoint of ``fit`` carries (without building its model)."""
+    return _read_checkpoint(Path(path))["settings"]
+
+
 def _module_state(module: LongTailedClassifier, settings: ClassifierSettings, folder: Path) -> dict[str, torch.Tensor]:
     """The module's state dict from an exported transformers model (the inverse of the export's map)."""
     auto_class, names = transformers_equivalent(module)
