@@ -24,7 +24,7 @@ _EXPORTS = {
     "MSRADataModule": "lt_tuning.data",
     "R52DataModule": "lt_tuning.data",
     "TextClassificationDataModule": "lt_tuning.data",
-    "EpochPatienceEarlyStopping": "lt_tuning.early_stopping",
+    "EpochPatienceEarlyStopping": "lt_tuning.callbacks",
     "TextClassifier": "lt_tuning.classifier",
     "load_classifier": "lt_tuning.classifier",
     "export_classifier": "lt_tuning.inference",
@@ -57,7 +57,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
-    from lt_tuning.callbacks import MaskedLMExport, PlotWriter, TestMetricsWriter
+    from lt_tuning.callbacks import EpochPatienceEarlyStopping, MaskedLMExport, PlotWriter, TestMetricsWriter
     from lt_tuning.data import (
         CMIDDataModule,
         CTCDataModule,
@@ -68,7 +68,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         R52DataModule,
         TextClassificationDataModule,
     )
-    from lt_tuning.early_stopping import EpochPatienceEarlyStopping
     from lt_tuning.classifier import TextClassifier, load_classifier
     from lt_tuning.inference import export_classifier
     from lt_tuning.models import ClsTuningModule, MaskedLMPretrainingModule, PromptTuningModule

@@ -13,6 +13,9 @@ import pytest
 # Read at import time by transformers/datasets: no test may reach a hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# One math thread a process (read when torch loads; subprocesses inherit it): the tests' tiny models
+# run faster on one thread than on two that wait for each other, and the suite runs on a worker per core.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LT_TUNING_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -69,16 +72,18 @@ def _offline_and_isolated(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def run_script(monkeypatch):
-    """``run_script("bench_x.py", *args)`` runs ``benchmarks/bench_x.py`` as ``python bench_x.py args``,
-    in this process: no new interpreter has to import torch again. Torch's thread count is restored."""
+    """``run_script("bench_x.py", *args)`` runs ``benchmarks/bench_x.py`` (``"study/rerun.py"``:
+    ``benchmarks/study/rerun.py``) as ``python <script> args``, in this process: no new interpreter has
+    to import torch again. Torch's thread count is restored."""
     import torch
 
     threads = torch.get_num_threads()
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
 
     def run(name: str, *args) -> None:
-        monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
-        runpy.run_path(str(ROOT / "benchmarks" / name), run_name="__main__")
+        script = ROOT / "benchmarks" / name
+        monkeypatch.syspath_prepend(str(script.parent))  # the script's own imports, as python would find them
+        monkeypatch.setattr(sys, "argv", [script.name, *map(str, args)])
+        runpy.run_path(str(script), run_name="__main__")
 
     yield run
     torch.set_num_threads(threads)

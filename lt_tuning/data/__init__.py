@@ -18,6 +18,7 @@ _EXPORTS = {
     "add_pseudo_tokens": "prompt",
     "DataFileError": "reading",
     "read_labelled_file": "reading",
+    "BlockSampler": "sampler",
     "DistributedLengthGroupedSampler": "sampler",
     "LengthGroupedBatchSampler": "sampler",
     "RELEASE_URL": "sources",
@@ -54,7 +55,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from lt_tuning.data.datamodule import LongTailedDataModule
     from lt_tuning.data.prompt import Template, add_pseudo_tokens
     from lt_tuning.data.reading import DataFileError, read_labelled_file
-    from lt_tuning.data.sampler import DistributedLengthGroupedSampler, LengthGroupedBatchSampler
+    from lt_tuning.data.sampler import BlockSampler, DistributedLengthGroupedSampler, LengthGroupedBatchSampler
     from lt_tuning.data.sources import RELEASE_URL, download_task, resolve_task_dir
     from lt_tuning.data.tasks import (
         CMIDDataModule,
