@@ -1,9 +1,10 @@
 """The trained-model variants the inference, export and serving tests share: every CLS head, prompt-tuning,
-soft prompts, the inference-time remedies, a pair task; one tiny checkpoint each (conftest's ``saved``)."""
+soft prompts, the inference-time remedies, a pair task; one tiny checkpoint each, built on first use (conftest's ``saved``)."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -33,17 +34,35 @@ VARIANTS = {  # name -> (DataModule, module, its arguments, backbone, transforme
 }
 
 
-def save_checkpoints(root: Path, data_dir: Path, backbones: dict[str, str]) -> dict[str, dict]:
-    """Per variant: a checkpoint whose backbone folder no longer exists, the test texts, and the
-    module's own probabilities on them (through the DataModule and ``trainer.predict``).
+class Checkpoints(Mapping):
+    """Variant name -> a checkpoint whose backbone folder no longer exists, the test texts, and the
+    module's own probabilities on them (through the DataModule and ``trainer.predict``); each
+    variant is built on first use, so that a test of one variant pays for that one only.
 
     The weights are the tiny backbone's plus noise, so that probabilities are far from uniform and
     a wrong head, remedy or mask position shows."""
-    result = {}
-    for name, (datamodule, module_class, arguments, arch, _, data_args) in VARIANTS.items():
-        backbone = shutil.copytree(backbones[arch], root / f"backbone-{name}")
+
+    def __init__(self, root: Path, data_dir: Path, backbones: dict[str, str]) -> None:
+        self.root, self.data_dir, self.backbones = root, data_dir, backbones
+        self.built: dict[str, dict] = {}
+
+    def __iter__(self):
+        return iter(VARIANTS)
+
+    def __len__(self) -> int:
+        return len(VARIANTS)
+
+    def __getitem__(self, name: str) -> dict:
+        if name not in self.built:
+            self.built[name] = self._build(name)
+        return self.built[name]
+
+    def _build(self, name: str) -> dict:
+        datamodule, module_class, arguments, arch, _, data_args = VARIANTS[name]
+        root = self.root
+        backbone = shutil.copytree(self.backbones[arch], root / f"backbone-{name}")
         prompt = module_class is PromptTuningModule or arguments.get("use_prompt", False)
-        dm = datamodule(data_dir=str(data_dir), model_name_or_path=str(backbone), limit_examples=12,
+        dm = datamodule(data_dir=str(self.data_dir), model_name_or_path=str(backbone), limit_examples=12,
                         eval_batch_size=12, input_format="prompt" if prompt else "cls", cache_dir=str(root / "cache"),
                         **data_args)
         pl.seed_everything(0)
@@ -62,9 +81,6 @@ def save_checkpoints(root: Path, data_dir: Path, backbones: dict[str, str]) -> d
         [batch] = trainer.predict(model, dm)
         examples = dm.examples["test"]
         texts = list(zip(examples["text_a"], examples["text_b"])) if "text_b" in examples else examples["text_a"]
-        result[name] = {"ckpt": root / f"{name}.ckpt", "texts": texts, "labels": dm.label_names,
-                        "probs": batch["probs"][batch["index"].argsort()]}
         shutil.rmtree(backbone)  # the checkpoint must not need it
-    return result
-
-
+        return {"ckpt": root / f"{name}.ckpt", "texts": texts, "labels": dm.label_names,
+                "probs": batch["probs"][batch["index"].argsort()]}
