@@ -264,3 +264,20 @@ def test_classify_from_an_onnx_folder_imports_no_torch(saved, onnx_folders, tmp_
     assert [row["probability"] for row in rows] == pytest.approx(probs.max(dim=-1).values.tolist(), abs=1e-5)
     check = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
     assert check.returncode != 0 and "ModuleNotFoundError" in check.stderr  # the shim did block torch
+
+
+def test_readme_deploy_commands_run(saved, tmp_path, monkeypatch, capsys):
+    """README's "Deploy" export and classify lines, on the prompt-tuning checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "new.txt").write_text("头痛怎么办\n感冒吃什么药好\n", encoding="utf-8")
+    block = readme_block("--format onnx", section="Deploy").replace("\\\n", " ")
+    lines = [line.split("#")[0].split() for line in block.splitlines() if line.startswith("lt-tuning ")]
+    assert [line[1] for line in lines] == ["export", "export", "classify", "serve"]
+    ckpt = "lightning_logs/version_0/checkpoints/best-step=500.ckpt"
+    for line in lines[:3]:
+        main([str(saved["prompt_tuning"]["ckpt"]) if word == ckpt else word for word in line[1:]])
+    assert "Wrote onnx-int8: an int8 ONNX graph" in capsys.readouterr().out
+    assert ClassifierSettings.load(tmp_path / "onnx-int8").quantization == "int8"
+    rows = (tmp_path / "new.predictions.tsv").read_text("utf-8").splitlines()
+    assert rows[0].split("\t") == ["text", "prediction", "probability", "prediction_2", "probability_2",
+                                   "prediction_3", "probability_3"] and len(rows) == 3

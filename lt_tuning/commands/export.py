@@ -26,8 +26,8 @@ def main(args: list[str]) -> None:
 
     auto_class = export_classifier(options.ckpt_path, options.output_dir, options.format, options.quantize)
     if options.format == "onnx":
-        kind = "int8 " if options.quantize else ""
-        print(f"Wrote {options.output_dir}: a {kind}ONNX graph (model.onnx) with the tokenizer and settings; "
+        kind = "an int8" if options.quantize else "a float32"
+        print(f"Wrote {options.output_dir}: {kind} ONNX graph (model.onnx) with the tokenizer and settings; "
               "lt_tuning.load_classifier and `lt-tuning classify` run it on ONNX Runtime, without torch.")
     elif auto_class is None:
         reason = ClassifierSettings.load(options.output_dir).why_not_transformers
