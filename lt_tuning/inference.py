@@ -27,16 +27,15 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
 from lt_tuning.classifier import TextClassifier, default_device, load_classifier, load_tokenizer_folder
-from lt_tuning.classifier import prediction_columns  # noqa: F401  (its former home)
+from lt_tuning.classifier import prediction_columns  # noqa: F401  (lt_tuning.callbacks imports it from here)
 from lt_tuning.data.prompt import Template
 from lt_tuning.models.backbone import config_only
 from lt_tuning.models.base import LongTailedClassifier
 from lt_tuning.models.cls_tuning import ClsTuningModule
 from lt_tuning.models.prompt_tuning import PromptTuningModule
-from lt_tuning.settings import SETTINGS_FILE, ClassifierSettings
+from lt_tuning.settings import ClassifierSettings
 from lt_tuning.verbalizer import Verbalizer
 
-SPEC_FILE = SETTINGS_FILE  # its former name
 MODULE_WEIGHTS = "lt_tuning_module.safetensors"  # the module's weights, for a variant transformers cannot load
 ExportFormat = Literal["pytorch", "onnx"]
 
