@@ -170,7 +170,11 @@ def load_tokenizer_folder(folder: str | os.PathLike) -> PreTrainedTokenizerBase:
     tokenizer_class = getattr(transformers, name or "", None)
     if not (isinstance(tokenizer_class, type) and issubclass(tokenizer_class, transformers.PreTrainedTokenizerFast)):
         tokenizer_class = transformers.PreTrainedTokenizerFast
-    return tokenizer_class.from_pretrained(str(folder))
+    tokenizer = tokenizer_class.from_pretrained(str(folder))
+    # An export saves max_length as model_max_length (for transformers' pipeline); lt-tuning cuts to
+    # max_length itself, after tokenizing a prompt's text fields whole: no "sequence too long" warning.
+    tokenizer.model_max_length = int(1e30)
+    return tokenizer
 
 
 def default_device() -> str:

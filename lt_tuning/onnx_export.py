@@ -7,7 +7,7 @@ no onnxscript) with dynamic batch and length axes. Inputs are what the classifie
 ``input_ids``, ``attention_mask``, ``token_type_ids`` where the tokenizer makes them (CLS format)
 and ``mask_positions`` (prompt format, the [MASK] of each row); the output is ``probabilities``
 ``[batch, classes]``. ``quantize="int8"`` quantizes the weights of its matrix products with ONNX
-Runtime's dynamic quantization (activations quantized at run time), the embeddings included.
+Runtime's dynamic quantization (activations quantized at run time; the embeddings stay float32).
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from lt_tuning.inference import TorchClassifier
 
 OPSET = 17
+# The matrix products only: quantizing the embedding lookups too halves the file again but moved 1.3% of
+# the CMID test predictions of the own-backbone prompt-tuning model (0.9% with these alone).
+QUANTIZED_OPS = ["MatMul", "Gemm"]
 
 
 class ProbabilityGraph(nn.Module):
@@ -70,7 +73,7 @@ def export_onnx(classifier: TorchClassifier, folder: Path, quantize: Literal["in
 
             untied = Path(scratch, "untied.onnx")
             onnx.save_model(untie_initializers(onnx.load(str(traced))), str(untied))
-            quantize_dynamic(untied, target, weight_type=QuantType.QInt8)
+            quantize_dynamic(untied, target, op_types_to_quantize=QUANTIZED_OPS, weight_type=QuantType.QInt8)
         else:
             onnx.save_model(onnx.load(str(traced)), str(target), save_as_external_data=False)
     save_tokenizer(classifier.tokenizer, classifier.settings, folder)
