@@ -1,4 +1,4 @@
-"""Benchmark 8: `lt-tuning serve` under a bounded load, on localhost only.
+"""Benchmark 9: `lt-tuning serve` under a bounded load, on localhost only.
 
 A trained CMID checkpoint (``--ckpt``) exported to ONNX (fp32) is served by ``lt-tuning serve`` on a
 free 127.0.0.1 port; ``--requests`` POST /predict requests of one CMID test text each are sent by
@@ -131,7 +131,7 @@ def main() -> None:
              f"{1000 * p99:.0f}", f"{throughput:.0f}", f"{baseline_rate:.0f}", f"**{ratio:.2f}x** (goal >= {GOAL})",
              errors, f"{rss_before:.0f} -> {rss_after:.0f}"]]
     markdown = (
-        f"### 8. Serving (`lt-tuning serve`, ONNX fp32 of {Path(args.ckpt).name}, --max_batch_size "
+        f"### 9. Serving (`lt-tuning serve`, ONNX fp32 of {Path(args.ckpt).name}, --max_batch_size "
         f"{args.max_batch_size}, --batch_timeout {args.batch_timeout}, 1 worker, localhost)\n\n"
         + C.markdown_table(["load", "p50 ms", "p99 ms", "requests/s", "in-process examples/s", "ratio", "errors",
                             "server RSS MiB before -> after"], rows)
