@@ -33,6 +33,10 @@ VARIANTS = {  # name -> (DataModule, module, its arguments, backbone, transforme
     "cls_tuning_tanh_pairs": (MSRADataModule, ClsTuningModule, {}, "bert", "AutoModelForSequenceClassification", {}),
 }
 
+# The variants the PyTorch loading and export tests run (the ONNX tests run every one, and check
+# PyTorch's loading of each against ``trainer.predict`` on the way).
+CORE = ["prompt_tuning", "cls_tuning_tanh", "cls_tuning_tanh_roberta", "cls_tuning_pt_ln", "prompt_tuning_tau_norm_pairs"]
+
 
 class Checkpoints(Mapping):
     """Variant name -> a checkpoint whose backbone folder no longer exists, the test texts, and the
