@@ -69,7 +69,8 @@ def server(saved, tmp_path_factory):
     while call_ok(f"{url}/health") != "ok":
         assert process.poll() is None and time.monotonic() < deadline, (folder.parent / "serve.log").read_text()[-3000:]
         time.sleep(0.5)
-    yield {"url": url, "process": process, "classifier": load_classifier(folder), "run": saved["prompt_tuning"]}
+    yield {"url": url, "process": process, "classifier": load_classifier(folder), "run": saved["prompt_tuning"],
+           "log": folder.parent / "serve.log"}
     if process.poll() is None:
         process.kill()
     log.close()
@@ -142,3 +143,4 @@ def test_sigterm_stops_the_server_and_its_workers(server):
     assert not {pid for pid in workers if Path(f"/proc/{pid}").exists() and
                 Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
     assert call_ok(f"{server['url']}/health") is None
+    assert process.returncode == 0 and "Traceback" not in server["log"].read_text()

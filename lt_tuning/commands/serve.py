@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import signal
+import sys
 
 
 def main(args: list[str]) -> None:
@@ -29,11 +32,14 @@ def main(args: list[str]) -> None:
 
     server = build_server(options.model, options.max_batch_size, options.batch_timeout, options.workers,
                           options.max_texts, options.max_chars, options.device)
-    signal.signal(signal.SIGTERM, _interrupt)  # LitServe stops its workers on Ctrl+C only
+    signal.signal(signal.SIGTERM, functools.partial(_interrupt, os.getpid()))  # LitServe stops its workers on Ctrl+C only
     server.run(host=options.host, port=options.port, generate_client_file=False, log_level="warning")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM (a container's or a service manager's stop) as Ctrl+C: LitServe then shuts down its
-    API server and inference workers instead of leaving them running."""
+def _interrupt(main_pid: int, signum: int, frame: object) -> None:
+    """SIGTERM (a container's or a service manager's stop) as Ctrl+C in the main process: LitServe
+    then shuts down its API server and inference workers instead of leaving them running. A forked
+    API server inherits this handler (uvicorn calls it after its own graceful stop): it just exits."""
+    if os.getpid() != main_pid:
+        sys.exit(0)
     raise KeyboardInterrupt
