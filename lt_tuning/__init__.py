@@ -38,6 +38,8 @@ _EXPORTS = {
     "fit_and_test": "lt_tuning.recipe",
     "ClassifierSettings": "lt_tuning.settings",
     "recipe_trainer": "lt_tuning.recipe",
+    "TuneSettings": "lt_tuning.tuning",
+    "tune": "lt_tuning.tuning",
     "Verbalizer": "lt_tuning.verbalizer",
 }
 
@@ -74,4 +76,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from lt_tuning.plots import class_distribution_figure, per_class_f1_figure, save_figure, weight_norms_figure
     from lt_tuning.recipe import fit_and_test, recipe_trainer
     from lt_tuning.settings import ClassifierSettings
+    from lt_tuning.tuning import TuneSettings, tune
     from lt_tuning.verbalizer import Verbalizer
