@@ -25,9 +25,9 @@ _EXPORTS = {
     "R52DataModule": "lt_tuning.data",
     "TextClassificationDataModule": "lt_tuning.data",
     "EpochPatienceEarlyStopping": "lt_tuning.callbacks",
-    "TextClassifier": "lt_tuning.inference",
+    "TextClassifier": "lt_tuning.classifier",
+    "load_classifier": "lt_tuning.classifier",
     "export_classifier": "lt_tuning.inference",
-    "load_classifier": "lt_tuning.inference",
     "ClsTuningModule": "lt_tuning.models",
     "MaskedLMPretrainingModule": "lt_tuning.models",
     "PromptTuningModule": "lt_tuning.models",
@@ -36,6 +36,7 @@ _EXPORTS = {
     "save_figure": "lt_tuning.plots",
     "weight_norms_figure": "lt_tuning.plots",
     "fit_and_test": "lt_tuning.recipe",
+    "ClassifierSettings": "lt_tuning.settings",
     "recipe_trainer": "lt_tuning.recipe",
     "TuneSettings": "lt_tuning.tuning",
     "tune": "lt_tuning.tuning",
@@ -69,9 +70,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         R52DataModule,
         TextClassificationDataModule,
     )
-    from lt_tuning.inference import TextClassifier, export_classifier, load_classifier
+    from lt_tuning.classifier import TextClassifier, load_classifier
+    from lt_tuning.inference import export_classifier
     from lt_tuning.models import ClsTuningModule, MaskedLMPretrainingModule, PromptTuningModule
     from lt_tuning.plots import class_distribution_figure, per_class_f1_figure, save_figure, weight_norms_figure
     from lt_tuning.recipe import fit_and_test, recipe_trainer
+    from lt_tuning.settings import ClassifierSettings
     from lt_tuning.tuning import TuneSettings, tune
     from lt_tuning.verbalizer import Verbalizer

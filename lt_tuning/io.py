@@ -10,10 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import torch
-from lightning_fabric.utilities.types import _PATH
-from pytorch_lightning.plugins.io import TorchCheckpointIO
-
 
 @contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
@@ -51,20 +47,10 @@ def atomic_write_json(path: str | os.PathLike, value: Any) -> Path:
     return atomic_write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO that writes local checkpoints with :func:`atomic_open`.
+def __getattr__(name: str) -> Any:
+    """``AtomicCheckpointIO`` (:mod:`lt_tuning.checkpoint_io`) on first use: the atomic writes above need no torch."""
+    if name == "AtomicCheckpointIO":
+        from lt_tuning.checkpoint_io import AtomicCheckpointIO
 
-    Lightning's own save stages the file in the system temp folder; where that is another file
-    system than the checkpoint folder, the final move is a copy that a kill can cut short,
-    leaving a truncated ``last.ckpt`` for ``--ckpt_path last`` to choke on. Remote paths
-    (``s3://`` and the like) are left to Lightning.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
-        if "://" in str(path):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}.")
-        with atomic_open(path) as out:
-            torch.save(checkpoint, out)
+        return AtomicCheckpointIO
+    raise AttributeError(f"module 'lt_tuning.io' has no attribute {name!r}")

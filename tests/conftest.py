@@ -168,3 +168,14 @@ def tiny_bert_dir(tmp_path_factory, zh_tokenizer_dir) -> str:
 @pytest.fixture(scope="session")
 def tiny_roberta_dir(tmp_path_factory, zh_tokenizer_dir) -> str:
     return save_tiny_masked_lm(tmp_path_factory.mktemp("tiny_roberta"), zh_tokenizer_dir, "roberta")
+
+
+@pytest.fixture(scope="session")
+def saved(tmp_path_factory, tiny_bert_dir, tiny_roberta_dir):
+    """One tiny checkpoint per trained-model variant (tests/variants.py), with its test texts and
+    probabilities, built on first use: shared by the inference, ONNX and serving tests."""
+    from variants import Checkpoints
+
+    require_split("msra", "test")
+    backbones = {"bert": tiny_bert_dir, "roberta": tiny_roberta_dir}
+    return Checkpoints(tmp_path_factory.mktemp("saved"), SHARED_DATA, backbones)

@@ -1,43 +1,70 @@
-"""Long-tailed datasets as LightningDataModules, and prompt templates."""
+"""Long-tailed datasets as LightningDataModules, and prompt templates.
 
-from lt_tuning.data.corpus import MaskedLMCorpusDataModule
-from lt_tuning.data.datamodule import LongTailedDataModule
-from lt_tuning.data.prompt import Template, add_pseudo_tokens
-from lt_tuning.data.reading import DataFileError, read_labelled_file
-from lt_tuning.data.sampler import BlockSampler, DistributedLengthGroupedSampler, LengthGroupedBatchSampler
-from lt_tuning.data.sources import RELEASE_URL, download_task, resolve_task_dir
-from lt_tuning.data.vocab import train_wordpiece_tokenizer
-from lt_tuning.data.tasks import (
-    CMIDDataModule,
-    CTCDataModule,
-    IFLYTEKDataModule,
-    MSRADataModule,
-    R52DataModule,
-    ReleasedTaskDataModule,
-    TaskSpec,
-    TextClassificationDataModule,
-)
+The names load on first use (PEP 562), as in :mod:`lt_tuning`: a module of this package that
+needs no Lightning (:mod:`~lt_tuning.data.reading`, :mod:`~lt_tuning.data.prompt`,
+:mod:`~lt_tuning.data.encoding`) imports none when used alone, e.g. by an ONNX classifier.
+"""
 
-__all__ = [
-    "CMIDDataModule",
-    "CTCDataModule",
-    "BlockSampler",
-    "DataFileError",
-    "DistributedLengthGroupedSampler",
-    "IFLYTEKDataModule",
-    "LengthGroupedBatchSampler",
-    "LongTailedDataModule",
-    "MaskedLMCorpusDataModule",
-    "MSRADataModule",
-    "R52DataModule",
-    "RELEASE_URL",
-    "ReleasedTaskDataModule",
-    "TaskSpec",
-    "Template",
-    "TextClassificationDataModule",
-    "add_pseudo_tokens",
-    "download_task",
-    "read_labelled_file",
-    "resolve_task_dir",
-    "train_wordpiece_tokenizer",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module of this package that defines it
+_EXPORTS = {
+    "MaskedLMCorpusDataModule": "corpus",
+    "LongTailedDataModule": "datamodule",
+    "Template": "prompt",
+    "add_pseudo_tokens": "prompt",
+    "DataFileError": "reading",
+    "read_labelled_file": "reading",
+    "BlockSampler": "sampler",
+    "DistributedLengthGroupedSampler": "sampler",
+    "LengthGroupedBatchSampler": "sampler",
+    "RELEASE_URL": "sources",
+    "download_task": "sources",
+    "resolve_task_dir": "sources",
+    "train_wordpiece_tokenizer": "vocab",
+    "CMIDDataModule": "tasks",
+    "CTCDataModule": "tasks",
+    "IFLYTEKDataModule": "tasks",
+    "MSRADataModule": "tasks",
+    "R52DataModule": "tasks",
+    "ReleasedTaskDataModule": "tasks",
+    "TaskSpec": "tasks",
+    "TextClassificationDataModule": "tasks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lt_tuning.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"lt_tuning.data.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
+    from lt_tuning.data.corpus import MaskedLMCorpusDataModule
+    from lt_tuning.data.datamodule import LongTailedDataModule
+    from lt_tuning.data.prompt import Template, add_pseudo_tokens
+    from lt_tuning.data.reading import DataFileError, read_labelled_file
+    from lt_tuning.data.sampler import BlockSampler, DistributedLengthGroupedSampler, LengthGroupedBatchSampler
+    from lt_tuning.data.sources import RELEASE_URL, download_task, resolve_task_dir
+    from lt_tuning.data.tasks import (
+        CMIDDataModule,
+        CTCDataModule,
+        IFLYTEKDataModule,
+        MSRADataModule,
+        R52DataModule,
+        ReleasedTaskDataModule,
+        TaskSpec,
+        TextClassificationDataModule,
+    )
+    from lt_tuning.data.vocab import train_wordpiece_tokenizer

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import datasets
-from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
+from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from lt_tuning.data.prompt import Template, add_pseudo_tokens, truncate_longest_first
+
+if TYPE_CHECKING:
+    import datasets
 
 InputFormat = Literal["cls", "prompt"]
 _CACHE_VERSION = "3"  # 2: CLS pairs truncated by the study's tie rule; 3: mask_positions
@@ -24,6 +26,8 @@ _CACHE_VERSION = "3"  # 2: CLS pairs truncated by the study's tie rule; 3: mask_
 
 def load_tokenizer(model_name_or_path: str, template: str) -> PreTrainedTokenizerBase:
     """The fast tokenizer of ``model_name_or_path``, with ``template``'s pseudo tokens added."""
+    from transformers import AutoTokenizer  # imports torch: not for encode_batch alone
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, use_fast=True)
     except OSError as err:
@@ -46,6 +50,8 @@ def encode_columns(columns: dict[str, list], tokenizer: PreTrainedTokenizerBase,
     encoding itself, not the settings that led to them (file, label field, label order, row
     limit...), so a cached file is used only when it holds exactly these rows' encoding.
     """
+    import datasets  # here: encode_batch alone (a classifier's texts) needs no datasets
+
     digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
     settings = [_CACHE_VERSION, max_length, template.text if template else None, tokenizer.all_special_ids,
                 sorted(columns)]

@@ -192,7 +192,8 @@ def _json_object(text: str, path: Path, line: int) -> dict:
 
 def read_texts(path: str | Path, text_fields: Sequence[str], label_field: str | None,
                label2idx: Mapping[str, int]) -> dict[str, list]:
-    """Texts to classify: ``.txt`` (one text a line, blank lines skipped) or a table (TSV, CSV, JSON
+    """Texts to classify: ``.txt`` (one text a line; a blank line is kept as a blank text, so that
+    text N is line N: ``lt-tuning classify`` leaves it without a prediction) or a table (TSV, CSV, JSON
     lines) with ``text_fields``; ``label`` too where the table has a ``label_field`` column (gold labels)."""
     path = Path(path)
     if not path.is_file():
@@ -202,8 +203,12 @@ def read_texts(path: str | Path, text_fields: Sequence[str], label_field: str | 
             raise DataFileError(f"{path}: a .txt file holds one text a line, but this classifier reads pairs "
                                 f"{list(text_fields)}; give a .tsv, .csv or .jsonl file with those columns.")
         lines = read_text(path).split("\n")  # not splitlines(): texts may hold U+2028 and friends
-        rows = [(number, {text_fields[0]: line.rstrip("\r")}) for number, line in enumerate(lines, 1) if line.strip()]
-        return columns_from_rows(rows, str(path), text_fields, None, None)
+        if lines[-1] == "":
+            lines.pop()  # the last line's line break
+        texts = [line.rstrip("\r") for line in lines]
+        if not any(text.strip() for text in texts):
+            raise DataFileError(f"{path}: no texts (the file is empty or blank); write one text a line.")
+        return {"text_a": texts}
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataFileError(f"{path}: unknown file type {path.suffix!r}; use .txt, .tsv, .csv or .jsonl.")
