@@ -18,18 +18,20 @@ POSTHOC_TAU_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
     """The temperature ``T > 0`` minimising the NLL of ``softmax(logits / T)`` on ``labels``:
     L-BFGS on ``log T`` (so T stays positive), in float64. Dividing by T leaves the argmax
-    unchanged: accuracy and F1 stay, only the confidence moves."""
-    logits, labels = logits.detach().double(), labels.detach()
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+    unchanged: accuracy and F1 stay, only the confidence moves. Runs with gradients also when
+    called from a validation loop (inference mode)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        logits, labels = logits.detach().double().clone(), labels.detach().clone()  # no inference tensors
+        log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), labels)
-        loss.backward()
-        return loss
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(logits / log_t.exp(), labels)
+            loss.backward()
+            return loss
 
-    optimizer.step(closure)
+        optimizer.step(closure)
     return float(log_t.detach().exp())
 
 
