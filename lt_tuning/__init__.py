@@ -24,7 +24,7 @@ _EXPORTS = {
     "MSRADataModule": "lt_tuning.data",
     "R52DataModule": "lt_tuning.data",
     "TextClassificationDataModule": "lt_tuning.data",
-    "EpochPatienceEarlyStopping": "lt_tuning.early_stopping",
+    "EpochPatienceEarlyStopping": "lt_tuning.callbacks",
     "TextClassifier": "lt_tuning.inference",
     "export_classifier": "lt_tuning.inference",
     "load_classifier": "lt_tuning.inference",
@@ -56,7 +56,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
-    from lt_tuning.callbacks import MaskedLMExport, PlotWriter, TestMetricsWriter
+    from lt_tuning.callbacks import EpochPatienceEarlyStopping, MaskedLMExport, PlotWriter, TestMetricsWriter
     from lt_tuning.data import (
         CMIDDataModule,
         CTCDataModule,
@@ -67,7 +67,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         R52DataModule,
         TextClassificationDataModule,
     )
-    from lt_tuning.early_stopping import EpochPatienceEarlyStopping
     from lt_tuning.inference import TextClassifier, export_classifier, load_classifier
     from lt_tuning.models import ClsTuningModule, MaskedLMPretrainingModule, PromptTuningModule
     from lt_tuning.plots import class_distribution_figure, per_class_f1_figure, save_figure, weight_norms_figure

@@ -15,8 +15,14 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from lt_tuning.callbacks import PlotWriter, PredictionWriter, StepSeed, TestMetricsWriter, ValidateLastStep
-from lt_tuning.early_stopping import EpochPatienceEarlyStopping
+from lt_tuning.callbacks import (
+    EpochPatienceEarlyStopping,
+    PlotWriter,
+    PredictionWriter,
+    StepSeed,
+    TestMetricsWriter,
+    ValidateLastStep,
+)
 from lt_tuning.io import AtomicCheckpointIO
 
 SEED = 775
@@ -28,13 +34,22 @@ BEST_CHECKPOINT = {"monitor": "val/f1", "mode": "max", "filename": "best-{step}"
 LAST_CHECKPOINT = {"save_top_k": 0, "save_last": True, "every_n_train_steps": 100}
 EARLY_STOPPING = {"monitor": "val/f1", "mode": "max", "patience_epochs": 2.0}  # the study's patience
 
+# The callbacks of every run: the CLI's option group (--checkpoint.*, --plots.* ...) -> class and defaults.
+CALLBACKS: dict[str, tuple[type[Callback], dict[str, Any]]] = {
+    "checkpoint": (ModelCheckpoint, BEST_CHECKPOINT),
+    "last_checkpoint": (ModelCheckpoint, LAST_CHECKPOINT),
+    "early_stopping": (EpochPatienceEarlyStopping, EARLY_STOPPING),
+    "prediction_writer": (PredictionWriter, {}),  # predict: one row per example
+    "test_metrics": (TestMetricsWriter, {}),  # <log dir>/test_metrics.json
+    "plots": (PlotWriter, {}),  # PNGs after test; --plots.enabled false: none
+    "step_seed": (StepSeed, {}),  # exact resume after a kill
+    "validate_last_step": (ValidateLastStep, {}),  # a best checkpoint for any budget
+}
+
 
 def recipe_callbacks() -> list[Callback]:
-    """The callbacks ``lt-tuning fit`` adds, with its defaults: best and last checkpoints, early
-    stopping, test metrics file, plots, predictions file, per-step seeding, a last-step evaluation."""
-    return [ModelCheckpoint(**BEST_CHECKPOINT), ModelCheckpoint(**LAST_CHECKPOINT),
-            EpochPatienceEarlyStopping(**EARLY_STOPPING), PredictionWriter(), TestMetricsWriter(), PlotWriter(),
-            StepSeed(), ValidateLastStep()]
+    """The callbacks ``lt-tuning fit`` adds (:data:`CALLBACKS`), with its defaults."""
+    return [callback_class(**defaults) for callback_class, defaults in CALLBACKS.values()]
 
 
 def recipe_trainer(**overrides: Any) -> pl.Trainer:

@@ -2,13 +2,15 @@
 
 A run directory holds ``run.json`` (its cell: any keys, e.g. ``dataset``, ``method``, ``seed``)
 and, anywhere below it, the ``test_metrics.json`` that the CLI writes after testing (``TestMetricsWriter``),
-unless ``run.json`` holds the metrics already (``benchmarks/reproduce.py`` merges them into it).
+unless ``run.json`` holds the metrics already (``benchmarks/study/reproduce.py`` merges them into it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import platform
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,3 +78,16 @@ def write_table(rows: Sequence[dict[str, Any]], stem: str | os.PathLike,
     json_path = atomic_write_json(stem.with_suffix(".json"), list(rows))
     md_path = atomic_write_text(stem.with_suffix(".md"), preamble + format_table(rows, cell_keys))
     return json_path, md_path
+
+
+def cpu() -> dict[str, Any]:
+    """The CPU's model name and its bf16 instructions (float kernels differ between CPUs)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    return {"cpu": name, "cpu_bf16_instructions": sorted(flags & {"amx_bf16", "avx512_bf16"})}

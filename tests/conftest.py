@@ -69,16 +69,18 @@ def _offline_and_isolated(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def run_script(monkeypatch):
-    """``run_script("bench_x.py", *args)`` runs ``benchmarks/bench_x.py`` as ``python bench_x.py args``,
-    in this process: no new interpreter has to import torch again. Torch's thread count is restored."""
+    """``run_script("bench_x.py", *args)`` runs ``benchmarks/bench_x.py`` (``"study/rerun.py"``:
+    ``benchmarks/study/rerun.py``) as ``python <script> args``, in this process: no new interpreter has
+    to import torch again. Torch's thread count is restored."""
     import torch
 
     threads = torch.get_num_threads()
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
 
     def run(name: str, *args) -> None:
-        monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
-        runpy.run_path(str(ROOT / "benchmarks" / name), run_name="__main__")
+        script = ROOT / "benchmarks" / name
+        monkeypatch.syspath_prepend(str(script.parent))  # the script's own imports, as python would find them
+        monkeypatch.setattr(sys, "argv", [script.name, *map(str, args)])
+        runpy.run_path(str(script), run_name="__main__")
 
     yield run
     torch.set_num_threads(threads)

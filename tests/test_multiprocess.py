@@ -52,9 +52,9 @@ def one_process_test_metrics(folder: Path, args: list[str], monkeypatch) -> dict
 
 @pytest.mark.slow
 def test_two_processes_fit_test_and_predict_as_one_process(tmp_path, tiny_bert_dir, monkeypatch):
-    """fit with ``group_by_length`` and bf16-mixed on 2 processes, then ``test`` and ``predict`` of
-    its best checkpoint on 2: the metrics are printed once, written once (with the plots), and equal
-    a 1-process test; the predictions file holds each example once, in input order, and equals the
+    """fit with ``group_by_length`` and bf16-mixed on 2 processes, testing its best checkpoint on 2,
+    then ``predict`` on 2: the metrics are printed once, written once (with the plots), and equal a
+    1-process test; the predictions file holds each example once, in input order, and equals the
     1-process file."""
     require_split("cmid", "train")
     args = cmid_args(tiny_bert_dir, "prompt_tuning", tmp_path / "cache")
@@ -70,16 +70,15 @@ def test_two_processes_fit_test_and_predict_as_one_process(tmp_path, tiny_bert_d
         "class_distribution.png", "per_class_f1.png", "weight_norms.png"]
     [best] = log_dir.glob("checkpoints/best-step=*.ckpt")
     assert 0 < fitted["test/acc"] < 1  # a result that can tell the processes' shares apart
-    evaluation = [*args, f"--ckpt_path={best}", "--trainer.precision=bf16-mixed"]
-    two = tmp_path / "two"
-    two.mkdir()
-    tested = run_two_processes(two, "test", evaluation)
-    assert tested.stdout.count("test/tail_f1") == 1
+    # fit's test ran on 2 processes: it equals a 1-process test of the same checkpoint
     one = tmp_path / "one"
     one.mkdir()
-    assert metrics_files(two) == [fitted] == [one_process_test_metrics(one, evaluation, monkeypatch)]
+    evaluation = [*args, f"--ckpt_path={best}", "--trainer.precision=bf16-mixed"]
+    assert [fitted] == [one_process_test_metrics(one, evaluation, monkeypatch)]
 
     predict = [*args, f"--ckpt_path={best}"]
+    two = tmp_path / "two"
+    two.mkdir()
     result = run_two_processes(two, "predict", [*predict, f"--prediction_writer.output_file={tmp_path / 'two.tsv'}"])
     assert result.stdout.count("Wrote 101 predictions") == 1
     main(["predict", *predict, f"--prediction_writer.output_file={tmp_path / 'one.tsv'}"])
@@ -93,5 +92,50 @@ def test_training_loader_without_grouping_gives_each_process_its_share():
     """Without length grouping, N processes train on a ``DistributedSampler``'s shares (the
     grouped sampler has its own test in test_data.py)."""
     dataset = list(range(11))
-    shares = [list(train_loader(dataset, 2, False, world_size=2, rank=rank).sampler) for rank in (0, 1)]
+    shares = [list(train_loader(dataset, 2, False, seed=7, world_size=2, rank=rank).sampler) for rank in (0, 1)]
     assert len(shares[0]) == len(shares[1]) == 6 and set(shares[0] + shares[1]) == set(range(11))
+
+
+UNSEEDED_FIT = """
+import json, sys
+import pytorch_lightning as pl, torch
+from lt_tuning import TextClassificationDataModule
+
+class Record(pl.LightningModule):
+    # trains nothing: records which examples each process's batches hold, epoch by epoch
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+        self.seen = []
+    def training_step(self, batch, batch_idx):
+        self.seen.append([self.current_epoch, batch["index"].tolist()])
+        return (self.weight ** 2).sum()
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+    def on_train_end(self):
+        with open(f"seen{self.global_rank}.json", "w") as file:
+            json.dump(self.seen, file)
+
+data, tokenizer = sys.argv[1:]
+dm = TextClassificationDataModule(model_name_or_path=tokenizer, train_file=data, labels=["a", "b"],
+                                  verbalizer={"a": "a", "b": "b"}, input_format="cls", batch_size=2)
+pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False, enable_checkpointing=False,
+           enable_progress_bar=False, enable_model_summary=False).fit(Record(), datamodule=dm)
+"""
+
+
+def test_two_processes_trained_from_python_without_a_seed_see_each_example_once_an_epoch(tmp_path, zh_tokenizer_dir):
+    """No ``seed_everything``: the processes still draw one order and split it (they used to draw
+    one each, so that some examples were trained on twice an epoch and others never)."""
+    rows = "".join(f"{'头' * n}\t{'ab'[n % 2]}\n" for n in range(1, 17))
+    (tmp_path / "train.tsv").write_text(f"text\tlabel\n{rows}", encoding="utf-8")
+    (tmp_path / "fit.py").write_text(UNSEEDED_FIT, encoding="utf-8")
+    env = {key: value for key, value in os.environ.items() if key != "PL_GLOBAL_SEED"}
+    result = subprocess.run([sys.executable, "fit.py", str(tmp_path / "train.tsv"), zh_tokenizer_dir], cwd=tmp_path,
+                            env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-4000:]
+    seen = [json.loads((tmp_path / f"seen{rank}.json").read_text()) for rank in (0, 1)]
+    for epoch in (0, 1):
+        shares = [sorted(i for e, batch in rank for i in batch if e == epoch) for rank in seen]
+        assert len(shares[0]) == len(shares[1]) == 8
+        assert sorted(shares[0] + shares[1]) == list(range(16))  # every example once: no overlap, none left out

@@ -160,8 +160,8 @@ trainer:
         assert data[:8] == PNG_SIGNATURE and len(data) > 1000, name
     assert not list(run.glob(".*.tmp"))  # atomic writes leave no temporary file behind
 
-    # benchmarks/plot_runs.py rebuilds DataModule, best checkpoint and per-class F1 from the folder
-    spec = importlib.util.spec_from_file_location("plot_runs", ROOT / "benchmarks" / "plot_runs.py")
+    # benchmarks/study/plot_runs.py rebuilds DataModule, best checkpoint and per-class F1 from the folder
+    spec = importlib.util.spec_from_file_location("plot_runs", ROOT / "benchmarks" / "study" / "plot_runs.py")
     plot_runs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plot_runs)
     dm, module, per_class_f1 = plot_runs.load_run(tmp_path / "runs")

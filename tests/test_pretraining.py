@@ -210,7 +210,9 @@ def test_each_process_trains_and_validates_on_its_own_share(cmid_corpus, monkeyp
     blocks = cmid_corpus.datasets["train"]
     samplers = []
     for rank in (0, 1):
-        monkeypatch.setattr(cmid_corpus, "trainer", SimpleNamespace(world_size=2, global_rank=rank))
+        # a 2-process run: the strategy's broadcast hands every process rank 0's seed (here 7)
+        strategy = SimpleNamespace(broadcast=lambda seed: 7)
+        monkeypatch.setattr(cmid_corpus, "trainer", SimpleNamespace(world_size=2, global_rank=rank, strategy=strategy))
         samplers.append(cmid_corpus.train_dataloader().sampler)
         assert len(cmid_corpus.val_dataloader()) == (len(cmid_corpus.heldout_batches["zh"]) + 1 + 1 - rank) // 2
     assert all(isinstance(sampler, DistributedSampler) and sampler.num_replicas == 2 for sampler in samplers)
@@ -219,8 +221,8 @@ def test_each_process_trains_and_validates_on_its_own_share(cmid_corpus, monkeyp
     assert set(shares[0]) | set(shares[1]) == set(range(len(blocks)))  # every block, each on one process
     assert len(set(shares[0]) & set(shares[1])) == len(blocks) % 2  # but the one padding an odd count
     # DistributedSampler's order (held as a tensor, not a list of every index), a new one each epoch.
-    seed = samplers[0].seed
-    assert shares == [list(DistributedSampler(blocks, 2, rank, shuffle=True, seed=seed)) for rank in (0, 1)]
+    assert [sampler.seed for sampler in samplers] == [7, 7]
+    assert shares == [list(DistributedSampler(blocks, 2, rank, shuffle=True, seed=7)) for rank in (0, 1)]
     samplers[0].set_epoch(1)
     assert list(samplers[0]) != shares[0]
     monkeypatch.setattr(cmid_corpus, "heldout_batches", {"zh": cmid_corpus.heldout_batches["zh"][:1]})

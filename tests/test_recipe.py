@@ -9,7 +9,7 @@ from pytorch_lightning.demos.boring_classes import BoringModel, RandomDataset
 from torch.utils.data import DataLoader
 
 from lt_tuning import ClsTuningModule
-from lt_tuning.early_stopping import EpochPatienceEarlyStopping, patience_in_evaluations
+from lt_tuning.callbacks.training import EpochPatienceEarlyStopping, patience_in_evaluations
 
 
 class RowsModel(BoringModel):

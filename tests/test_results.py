@@ -55,14 +55,14 @@ def test_reproduce_script_runs_cells_and_writes_table(tmp_path, tiny_bert_dir, r
         "--data.init_args.limit_examples", "48", "--data.init_args.cache_dir", tmp_path / "cache",
         "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
     ]
-    run_script("reproduce.py", *args)
+    run_script("study/reproduce.py", *args)
     rows = json.loads((out / "table.json").read_text())
     assert [(row["dataset"], row["method"], row["n"], row["seeds"]) for row in rows] == [
         ("cmid", "cls_tuning_tanh", 1, [1])
     ]  # one cell is enough here: test_aggregate_mean_and_population_std checks the mean (std) over seeds
     table = (out / "table.md").read_text()
     assert "| cmid | cls_tuning_tanh | 1 |" in table
-    assert (out / "command.txt").read_text().startswith("python benchmarks/reproduce.py --datasets cmid")
+    assert (out / "command.txt").read_text().startswith("python benchmarks/study/reproduce.py --datasets cmid")
     run = json.loads((out / "runs" / "cmid-cls_tuning_tanh-1" / "run.json").read_text())
     assert "--model.init_args.f1_over present --data.init_args.head_tail_from eval" in run["command"]  # the study's
     assert run["tail_f1"] == rows[0]["tail_f1"]["values"][0]  # run.json is the whole record: metrics included
@@ -70,9 +70,9 @@ def test_reproduce_script_runs_cells_and_writes_table(tmp_path, tiny_bert_dir, r
     for log in out.rglob("test_metrics.json"):
         log.unlink()
     capsys.readouterr()
-    run_script("reproduce.py", *args)  # as on a new clone: the committed run.json is enough
+    run_script("study/reproduce.py", *args)  # as on a new clone: the committed run.json is enough
     assert "done already" in capsys.readouterr().out and json.loads((out / "table.json").read_text()) == rows
-    run_script("reproduce.py", *args[:6], "2", *args[6:8], "--table-only", *args[8:])  # seeds 1 2: 2 never ran
+    run_script("study/reproduce.py", *args[:6], "2", *args[6:8], "--table-only", *args[8:])  # seeds 1 2: 2 never ran
     assert json.loads((out / "table.json").read_text()) == rows
     assert "Not run yet (1; the command runs them): cmid-cls_tuning_tanh-2." in (out / "table.md").read_text()
     assert "--table-only" not in (out / "command.txt").read_text()

@@ -19,9 +19,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from lt_tuning import recipe
-from lt_tuning.callbacks import PlotWriter, PredictionWriter, StepSeed, TestMetricsWriter, ValidateLastStep
 from lt_tuning.data import LongTailedDataModule
-from lt_tuning.early_stopping import EpochPatienceEarlyStopping
 from lt_tuning.io import AtomicCheckpointIO
 from lt_tuning.models import LongTailedClassifier
 
@@ -34,18 +32,9 @@ class LTTuningCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # The recipe's callbacks (lt_tuning.recipe), each configurable: --checkpoint.*, --early_stopping.*, ...
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({f"checkpoint.{key}": value for key, value in recipe.BEST_CHECKPOINT.items()})
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
-        parser.set_defaults({f"last_checkpoint.{key}": value for key, value in recipe.LAST_CHECKPOINT.items()})
-        parser.add_lightning_class_args(EpochPatienceEarlyStopping, "early_stopping")
-        parser.set_defaults({f"early_stopping.{key}": value for key, value in recipe.EARLY_STOPPING.items()})
-        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
-        parser.add_lightning_class_args(TestMetricsWriter, "test_metrics")  # <log dir>/test_metrics.json
-        parser.add_lightning_class_args(PlotWriter, "plots")  # PNGs after test; --plots.enabled false: none
-        parser.add_lightning_class_args(StepSeed, "step_seed")  # exact resume after a kill
-        parser.add_lightning_class_args(ValidateLastStep, "validate_last_step")  # a best checkpoint for any budget
+        for group, (callback_class, defaults) in recipe.CALLBACKS.items():  # --checkpoint.*, --plots.* ...
+            parser.add_lightning_class_args(callback_class, group)
+            parser.set_defaults({f"{group}.{key}": value for key, value in defaults.items()})
         parser.add_argument("--test_after_fit", type=bool, default=True, help="Test the best checkpoint after fit.")
         parser.add_argument(
             "--allow_untrained", type=bool, default=False,

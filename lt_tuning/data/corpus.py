@@ -36,7 +36,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, DistributedSampler
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 
-from lt_tuning.data.loaders import eval_loader, shuffle_seed
+from lt_tuning.data.loaders import eval_loader, shuffle_seed, world
 from lt_tuning.data.prompt import template_words
 from lt_tuning.data.reading import DataFileError, load_json_mapping, read_labelled_file
 from lt_tuning.data.sources import cache_root, resolve_task_dir
@@ -398,15 +398,12 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
             self.datasets["train"] = self.encode("train")
         self.heldout_batches = {language: self.masked_heldout(language) for language in self.languages}
 
-    def _world(self) -> tuple[int, int]:
-        """(number of processes, this one's rank)."""
-        return (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
-
     def train_dataloader(self) -> DataLoader:
-        world_size, rank = self._world()
+        world_size, rank = world(self.trainer)
         blocks = self.datasets["train"]
+        sampler = BlockSampler(blocks, world_size, rank, seed=shuffle_seed(self.trainer))
         return DataLoader(
-            blocks, batch_size=self.batch_size, sampler=BlockSampler(blocks, world_size, rank, seed=shuffle_seed()),
+            blocks, batch_size=self.batch_size, sampler=sampler,
             collate_fn=self.collator(), num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
 
@@ -414,7 +411,7 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
         """All held-out batches, both languages (already batched and masked); on several
         processes each gets its share, every batch once."""
         batches = [batch for group in self.heldout_batches.values() for batch in group]
-        world_size, rank = self._world()
+        world_size, rank = world(self.trainer)
         if len(batches) < world_size:  # a process without a batch would wait for the others forever
             raise ValueError(f"{len(batches)} held-out batch(es) for {world_size} processes: raise heldout_fraction "
                              "or lower batch_size, so that each process validates on one at least.")

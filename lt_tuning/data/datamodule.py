@@ -21,7 +21,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from lt_tuning.data.encoding import InputFormat, encode_columns, load_tokenizer
 from lt_tuning.data.labels import load_label_names, load_label_words
-from lt_tuning.data.loaders import ResumableDataLoader, eval_loader, train_loader
+from lt_tuning.data.loaders import ResumableDataLoader, eval_loader, shuffle_seed, train_loader, world
 from lt_tuning.data.prompt import Template
 from lt_tuning.data.reading import read_labelled_file
 from lt_tuning.data.sources import cache_root
@@ -289,16 +289,13 @@ class LongTailedDataModule(pl.LightningDataModule):
         collate = DataCollatorWithPadding(self.tokenizer)
         return {"num_workers": self.num_workers, "collate_fn": collate, "persistent_workers": self.num_workers > 0}
 
-    def _world(self) -> tuple[int, int]:
-        """(number of processes, this one's rank): every loader gives each process its share."""
-        return (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
-
     def _eval_loader(self, split: str) -> DataLoader:
-        return eval_loader(self.datasets[split], self.eval_batch_size, *self._world(), **self._loader_kwargs())
+        return eval_loader(self.datasets[split], self.eval_batch_size, *world(self.trainer), **self._loader_kwargs())
 
     def train_dataloader(self) -> DataLoader:
         self._train_loader = train_loader(
-            self.datasets["train"], self.batch_size, self.group_by_length, *self._world(), **self._loader_kwargs()
+            self.datasets["train"], self.batch_size, self.group_by_length, shuffle_seed(self.trainer),
+            *world(self.trainer), **self._loader_kwargs()
         )
         if self._train_loader_state is not None:
             self._train_loader.load_position(self._train_loader_state)

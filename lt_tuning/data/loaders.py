@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -13,21 +14,28 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from lt_tuning.data.sampler import DistributedLengthGroupedSampler, LengthGroupedBatchSampler
 
 
-def shuffle_seed() -> int:
+def world(trainer: pl.Trainer | None) -> tuple[int, int]:
+    """(number of processes, this one's rank) of ``trainer``'s run; (1, 0) outside a Trainer."""
+    return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+
+def shuffle_seed(trainer: pl.Trainer | None = None) -> int:
     """The seed of a training order: the first draw from ``seed_everything``'s seed
     ($PL_GLOBAL_SEED), random when nothing was seeded. Drawn when a loader is made, so a
-    DataModule built before or after seeding trains on the same order."""
+    DataModule built before or after seeding trains on the same order. On several processes,
+    rank 0's draw on all (broadcast): their shares of one order must not overlap, seeded or not."""
     seed = os.environ.get("PL_GLOBAL_SEED")
     generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-    return int(torch.randint(0, 2**62, (), generator=generator).item())
+    drawn = int(torch.randint(0, 2**62, (), generator=generator).item())
+    return trainer.strategy.broadcast(drawn) if trainer is not None and trainer.world_size > 1 else drawn
 
 
-def train_loader(dataset: Dataset, batch_size: int, group_by_length: bool, world_size: int = 1, rank: int = 0,
-                 **kwargs: Any) -> ResumableDataLoader:
-    """Shuffled batches (of similar lengths with ``group_by_length``), a new order each epoch,
-    that resume mid-epoch. On ``world_size`` processes: process ``rank``'s share, as many
-    batches on each, from a ``DistributedSampler`` (Lightning cannot put its own into a batch sampler)."""
-    seed = shuffle_seed()
+def train_loader(dataset: Dataset, batch_size: int, group_by_length: bool, seed: int, world_size: int = 1,
+                 rank: int = 0, **kwargs: Any) -> ResumableDataLoader:
+    """Shuffled batches (of similar lengths with ``group_by_length``), a new order each epoch from
+    ``seed``, that resume mid-epoch. On ``world_size`` processes: process ``rank``'s share, as many
+    batches on each, from a ``DistributedSampler`` (Lightning cannot put its own into a batch sampler);
+    every process must give the same ``seed`` (:func:`shuffle_seed`)."""
     generator = torch.Generator().manual_seed(seed)
     lengths = [len(ids) for ids in dataset["input_ids"]] if group_by_length else None
     if world_size > 1:

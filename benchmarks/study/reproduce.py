@@ -9,7 +9,7 @@ record, a sweep (interrupted, or on a new clone) skips the runs it has, and ``re
 run and names what differs. A tree with uncommitted changes is refused unless ``--allow-dirty``.
 The table (mean (std) over seeds of Acc / F1 / head F1 / tail F1) goes to ``<output>/table.md``
 and ``table.json``, with the exact command in ``<output>/command.txt`` (``--no-table``: none, for a
-driver that runs one cell a call, as ``study_grid.py`` does; ``study_report.py`` writes its tables).
+driver that runs one cell a call, as ``grid.py`` does; ``report.py`` writes its tables).
 
 Every run uses the study's definitions, so the table sits beside the paper's (``STUDY_DEFINITIONS``,
 passed before the overrides): macro F1 over the classes present in the evaluated split
@@ -18,7 +18,7 @@ defaults are the same; naming them here keeps the table's meaning if a default c
 
 Example (the committed own-backbone table, benchmarks/results/own_backbone/)::
 
-    python benchmarks/reproduce.py --datasets cmid ctc \\
+    python benchmarks/study/reproduce.py --datasets cmid ctc \\
         --methods cls_tuning_tanh cls_tuning_pt_ln prompt_tuning --seeds 775 776 777 \\
         --output benchmarks/results/own_backbone -- \\
         --data.init_args.model_name_or_path examples/backbone --data.init_args.data_dir ...
@@ -38,7 +38,7 @@ from lt_tuning.io import atomic_write_json, atomic_write_text
 from lt_tuning.results import aggregate_runs, read_test_metrics, write_table
 from record import run_record
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STUDY_DEFINITIONS = ["--model.init_args.f1_over", "present", "--data.init_args.head_tail_from", "eval"]
 
 
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.table:
         return
     rows = aggregate_runs(run_dirs)
-    command = shlex.join(["python", "benchmarks/reproduce.py", *(arg for arg in argv if arg != "--table-only")])
+    command = shlex.join(["python", "benchmarks/study/reproduce.py", *(arg for arg in argv if arg != "--table-only")])
     atomic_write_text(args.output / "command.txt", command + "\n")
     seconds = sum(json.loads((d / "run.json").read_text())["seconds"] for d in run_dirs)
     preamble = f"Command: `{command}`\n\nRuns: {len(run_dirs)}, {seconds / 60:.1f} min of training and testing.\n\n"

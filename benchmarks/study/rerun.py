@@ -1,6 +1,6 @@
 """Rerun finished runs from their ``run.json`` and say whether the test metrics come out the same, bit for bit.
 
-    python benchmarks/rerun.py benchmarks/results/final_backbone/runs/cmid-prompt_tuning-775 [RUN_DIR ...]
+    python benchmarks/study/rerun.py benchmarks/results/final_backbone/runs/cmid-prompt_tuning-775 [RUN_DIR ...]
 
 Each run's recorded command (``-m lt_tuning.cli fit ...``) runs again from the repository root,
 logging into ``<output>/<grid>-<run>/`` (``--output``, default a new temporary folder). Relative paths

@@ -18,7 +18,7 @@ when d < -2 se, else "within seed noise". A claim of no gain ("A does not help o
 unless d > 2 se; one of no change ("A changes little") holds when |d| <= 2 se. Cells with fewer
 than two seeds are not judged. Missing cells show as "-" and are listed::
 
-    python benchmarks/study_report.py --runs benchmarks/results/study/runs \\
+    python benchmarks/study/report.py --runs benchmarks/results/study/runs \\
         --output benchmarks/results/study --figure docs/images/study_tail_f1.png
 """
 
@@ -309,7 +309,7 @@ def report(rows: dict) -> tuple[str, dict[str, Any]]:
     text += [f"| {t['dataset']} | {METRIC_NAMES[t['metric']]} | {len(t['methods'])} | "
              f"{t['tau']:.2f} | {t['agree']} of {t['pairs']} |\n" for t in taus]
     text += ["\n## The study's claims\n", "d: mean difference in points (ours), se: its noise over seeds; "
-             "rule in `benchmarks/study_report.py`.\n\n",
+             "rule in `benchmarks/study/report.py`.\n\n",
              "| claim | dataset | metric | d (se) | verdict | paper d |\n|---|---|---|---|---|---|\n"]
     text += [f"| {c['claim']} | {c['dataset']} | {METRIC_NAMES[c['metric']]} | "
              f"{signed(c['d'], c['se'])} | {c['verdict']} | {signed(c['paper_d'])} |\n" for c in claims]

@@ -22,7 +22,9 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from lt_tuning.results import cpu
+
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("torch", "pytorch-lightning", "transformers", "tokenizers", "datasets", "torchmetrics", "numpy")
 THREAD_ENV = ("OMP_", "MKL_")  # environment variables that set the math libraries' threads
 
@@ -48,19 +50,6 @@ def git_state(root: Path, allow_dirty: bool, exclude: Path | None = None) -> dic
     changes = git("status", "--porcelain", "--", *pathspec).splitlines()
     return {"commit": git("rev-parse", "HEAD").strip(), "clean": not changes, "changes": changes,
             "allow_dirty": allow_dirty}
-
-
-def cpu() -> dict[str, Any]:
-    """The CPU's model name and its bf16 instructions (float kernels differ between CPUs)."""
-    name, flags = platform.processor() or platform.machine(), set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    return {"cpu": name, "cpu_bf16_instructions": sorted(flags & {"amx_bf16", "avx512_bf16"})}
 
 
 def resolved_config(cli_args: list[str], root: Path) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Run the whole-study grid on several lanes side by side, committing each run as it lands.
 
-The cells are ``study_report.planned_cells()`` x seeds 775-777, seed by seed within a block (so a
+The cells are ``report.planned_cells()`` x seeds 775-777, seed by seed within a block (so a
 stopped grid has one seed of every method of a block before the next), in the order: CMID's study
 rows and remedies, CTC's study rows, R52's study rows and CLS-tuning remedies. Each lane takes the
 next cell, runs it through ``reproduce.py`` in its own process with one torch thread (a run's
@@ -8,9 +8,9 @@ figures depend on the thread count; the grid's record says one), and commits the
 ``run.json`` (``--no-commit``: leaves it). Finished cells are skipped, so a stopped grid restarts
 where it was. Run it from a clean checkout (``reproduce.py`` refuses a dirty tree)::
 
-    LT_TUNING_DATA=../shared/data python benchmarks/study_grid.py --lanes 2
+    LT_TUNING_DATA=../shared/data python benchmarks/study/grid.py --lanes 2
 
-Then ``python benchmarks/study_report.py --figure docs/images/study_tail_f1.png`` writes the tables.
+Then ``python benchmarks/study/report.py --figure docs/images/study_tail_f1.png`` writes the tables.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 
 from reproduce import ROOT, cell_name, finished
-from study_report import SEEDS, planned_cells
+from report import SEEDS, planned_cells
 
 OUTPUT = Path("benchmarks/results/study")
 OVERRIDES = ["--config", "examples/own_backbone.yaml"]
@@ -48,7 +48,7 @@ def lane(todo: queue.Queue, commit: bool, git_lock: threading.Lock) -> None:
         except queue.Empty:
             return
         run_dir = OUTPUT / "runs" / cell_name(dataset, method, seed)
-        command = [sys.executable, "benchmarks/reproduce.py", "--datasets", dataset, "--methods", method,
+        command = [sys.executable, "benchmarks/study/reproduce.py", "--datasets", dataset, "--methods", method,
                    "--seeds", str(seed), "--output", str(OUTPUT), "--no-table", "--", *OVERRIDES]
         result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
         if result.returncode != 0:

@@ -1,13 +1,13 @@
 """Tail F1 against the backbone's pretraining budget: does prompt-tuning's tail advantage grow?
 
-Reads the tables that ``benchmarks/reproduce.py`` wrote for each pretraining budget
+Reads the tables that ``benchmarks/study/reproduce.py`` wrote for each pretraining budget
 (``<curve>/tokens_<N>/table.json``, N = tokens the backbone was pretrained on) and, where given,
 each budget's ``pretraining_report.json`` (held-out masked-token accuracy). Writes
 ``budget_curve.png`` (one panel per dataset, tail F1 against tokens on a log axis with budget 0
 at the left, one line per method, each seed a dot) and ``budget_curve.{json,md}`` (the numbers,
 with the prompt - CLS gap per budget: of the means, and per seed, a seed's prompt run against its CLS run)::
 
-    python benchmarks/plot_budget_curve.py --curve benchmarks/results/budget_curve \\
+    python benchmarks/study/plot_budget_curve.py --curve benchmarks/results/budget_curve \\
         --budgets benchmarks/results/backbone_budgets --report examples/backbone/pretraining_report.json \\
         --output docs/images
 """
@@ -43,7 +43,7 @@ def collect(curve: Path, budgets: Path | None, reports: list[Path] = ()) -> list
                                     if f"heldout_mlm_acc_{lang}" in accuracy},
             })
     if not rows:
-        raise FileNotFoundError(f"No tokens_<N>/table.json under {curve}: run benchmarks/reproduce.py per budget first.")
+        raise FileNotFoundError(f"No tokens_<N>/table.json under {curve}: run benchmarks/study/reproduce.py per budget first.")
     return sorted(rows, key=lambda row: (row["dataset"], row["method"], row["tokens"]))
 
 

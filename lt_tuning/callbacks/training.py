@@ -1,12 +1,59 @@
-"""Early stopping with its patience in epochs of training steps, as the study counts it."""
+"""Callbacks that steer training: per-step seeding, a last-step evaluation, early stopping in epochs."""
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import EarlyStopping
+import torch
+from pytorch_lightning.callbacks import Callback, EarlyStopping
+
+
+class StepSeed(Callback):
+    """Seed torch's random generator before every training batch from (seed, batch number, rank).
+
+    The random draws of a step (dropout) then depend only on where the step is in training,
+    not on what else ran in the process before it (a validation, a restart), so a run resumed
+    from a mid-epoch checkpoint draws what the uninterrupted run drew and ends with the same
+    weights.
+
+    Args:
+        seed: base seed; None takes ``seed_everything``'s (``$PL_GLOBAL_SEED``), else torch's
+            initial seed of the process.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self._base = 0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._base = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        batch_number = trainer.fit_loop.total_batch_idx  # counts across epochs, restored on resume
+        torch.manual_seed(((self._base * 1_000_003 + batch_number) * 4099 + trainer.global_rank) % 2**63)
+
+
+class ValidateLastStep(Callback):
+    """Validate after the last training step of a step or epoch budget, if the interval missed it.
+
+    Validation runs every ``val_check_interval`` steps; a budget that is not a multiple of it
+    would end with steps no evaluation saw, and one shorter than an interval with no best
+    checkpoint at all. Asking the trainer to stop at the last step makes Lightning validate
+    there (as it does when early stopping asks), and only there.
+    """
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        last_step = trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps
+        last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+        if last_step or (last_epoch and trainer.is_last_batch):
+            trainer.should_stop = True
 
 
 def patience_in_evaluations(patience_steps: float, steps_between_evaluations: float) -> int:

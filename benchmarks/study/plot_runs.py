@@ -1,12 +1,12 @@
 """Head-to-tail figures comparing finished runs (e.g. CLS-tuning vs prompt-tuning on one dataset).
 
-Each run is a folder written by ``lt-tuning fit`` (or ``benchmarks/reproduce.py``): its
+Each run is a folder written by ``lt-tuning fit`` (or ``benchmarks/study/reproduce.py``): its
 ``config.yaml`` rebuilds the DataModule, its best checkpoint gives the classifier weights and its
 ``test_metrics.json`` the per-class F1 (the committed ``benchmarks/results`` keep no checkpoints,
 so point it at runs of your own). Writes ``class_distribution.png``, ``per_class_f1.png`` and
 ``weight_norms.png`` to ``--output``; README's images came from the two main-job runs::
 
-    python benchmarks/plot_runs.py --output docs/images \\
+    python benchmarks/study/plot_runs.py --output docs/images \\
         --run CLS-tuning=lightning_logs/version_1 --run Prompt-tuning=lightning_logs/version_0
 """
 
