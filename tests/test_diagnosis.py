@@ -70,8 +70,8 @@ def test_test_metrics_json_agrees_with_its_own_per_class_numbers(name, runs):
     metrics = _metrics(runs[name])
     per_class, confusion = metrics["test/per_class_f1"], torch.tensor(metrics["test/confusion_matrix"])
     labels = metrics["labels"]
-    train = metrics["train_class_counts"]
-    assert len(per_class) == len(labels) == len(train) == confusion.shape[0] == 36
+    train = metrics["test/train_class_counts"]
+    assert len(per_class) == len(labels) == len(train) == confusion.shape[0] == 36 and sum(train) == 96
     # the buckets by training counts (thresholds 8 and 3), named, with their class counts
     many, few = SHOT_THRESHOLDS
     buckets = {"many": [c for c in labels if train[labels.index(c)] > many],

@@ -91,13 +91,12 @@ def name_head_tail(result: dict[str, Any], datamodule: LongTailedDataModule) -> 
     ``train`` with ``head_tail_from="train"``) and each class's count, in that order (classes
     absent from the test split, in neither group under the default rule, last); ``shot_classes``
     (many/medium/few-shot) and ``top_confusions`` (``[true, predicted, count]``). Also
-    ``labels`` (index order, that of ``per_class_f1`` and ``confusion_matrix``), the training
-    counts in that order and the head/tail ratio."""
+    ``labels`` (index order, that of ``per_class_f1``, ``confusion_matrix`` and
+    ``train_class_counts``) and the head/tail ratio."""
     result, names = dict(result), datamodule.label_names
     head, tail, counts = (result.pop(f"test/{key}") for key in ("head_classes", "tail_classes", "head_tail_counts"))
     order = head + tail + [c for c in range(len(names)) if c not in head + tail]
-    named = {"labels": names, "train_class_counts": datamodule.train_class_counts,
-             "head_tail_ratio": datamodule.head_tail_ratio,
+    named = {"labels": names, "head_tail_ratio": datamodule.head_tail_ratio,
              "head_classes": [names[c] for c in head], "tail_classes": [names[c] for c in tail],
              "head_tail_counts": {"split": "train" if datamodule.head_tail_from == "train" else "test",
                                   "counts": {names[c]: counts[c] for c in order}},

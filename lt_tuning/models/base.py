@@ -259,6 +259,7 @@ class LongTailedClassifier(pl.LightningModule):
         result[f"{stage}/head_classes"], result[f"{stage}/tail_classes"] = head_tail.last_split
         result[f"{stage}/head_tail_counts"] = head_tail.last_counts
         if "shots" in self.metrics[stage]:
+            result[f"{stage}/train_class_counts"] = list(self.hparams.train_class_counts)
             result[f"{stage}/shot_classes"] = self.metrics[stage]["shots"].buckets
             result[f"{stage}/shot_thresholds"] = list(self.hparams.shot_thresholds)
         result[f"{stage}/confusion_matrix"] = confusion.tolist()  # rows: true class, columns: predicted
