@@ -1,4 +1,5 @@
-"""Shared helpers of the speed benchmarks: offline models, interleaved timing, result files.
+"""Shared helpers of the speed benchmarks: offline models, interleaved timing, result files
+(training loops timed in lockstep: ``_lockstep.py``).
 
 Every benchmark compares two ways of doing the same work *side by side in one run*: the two
 are run in alternating order (A B, B A, A B, ...) and the figure is the median of the
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import logging
 import os
@@ -24,7 +24,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -297,203 +296,6 @@ def encoded_batches(dm, split: str, input_format: str, batch_size: int, count: i
             if len(batches) == count:
                 break
     return batches
-
-
-def _batch_loader(batches: list[dict]):
-    from torch.utils.data import DataLoader
-
-    return DataLoader(batches, batch_size=None, shuffle=False)  # yields the stored batches as they are
-
-
-class Lockstep:
-    """Runs several training loops in threads that take turns, one step each, round robin.
-
-    A loop calls :meth:`begin` when it is ready to start its next timed stretch (it waits for
-    its turn), and :meth:`end` when that stretch is over (its duration is recorded and the
-    next loop gets the turn). So step i of loop A runs right next to step i of loop B, and
-    load from other jobs on the machine falls on both alike. Only one loop runs at a time.
-
-    The threads share torch's global random generator, so each stretch starts by seeding it
-    with ``seed`` + the stretch's number (untimed): stretch k of every loop draws the same
-    dropout masks, whatever the other loops drew in between.
-    """
-
-    def __init__(self, names: Sequence[str], first: str, seed: int = 0) -> None:
-        self.names = list(names)
-        self.seed = seed
-        self._stretches = {name: 0 for name in names}
-        self.current = self.names.index(first)
-        self.done: set[str] = set()
-        self.durations: dict[str, list[float]] = {name: [] for name in names}
-        self.cpu_durations: dict[str, list[float]] = {name: [] for name in names}
-        self._cond = threading.Condition()
-        self._started: dict[str, tuple[float, float]] = {}
-
-    def _advance(self) -> None:
-        for _ in self.names:
-            self.current = (self.current + 1) % len(self.names)
-            if self.names[self.current] not in self.done:
-                break
-        self._cond.notify_all()
-
-    def begin(self, name: str) -> None:
-        import torch
-
-        with self._cond:
-            self._cond.wait_for(lambda: self.names[self.current] == name)
-        torch.manual_seed(self.seed + self._stretches[name])
-        self._stretches[name] += 1
-        self._started[name] = (time.perf_counter(), time.thread_time())
-
-    def end(self, name: str) -> None:
-        wall, cpu = self._started.pop(name)
-        self.durations[name].append(time.perf_counter() - wall)
-        self.cpu_durations[name].append(time.thread_time() - cpu)
-        with self._cond:
-            self._advance()
-
-    def finish(self, name: str) -> None:
-        """``name`` is done (its last, untimed stretch too); the others go on without it."""
-        self._started.pop(name, None)
-        with self._cond:
-            self.done.add(name)
-            if self.names[self.current] == name:
-                self._advance()
-
-    def run(self, loops: dict[str, Callable[[Lockstep, str], Any]]) -> dict[str, Any]:
-        """Run every loop in its own thread until all are done; return their results."""
-        results: dict[str, Any] = {}
-        errors: list[BaseException] = []
-
-        def target(name: str) -> None:
-            try:
-                results[name] = loops[name](self, name)
-            except BaseException as err:  # noqa: BLE001 - re-raised in the caller
-                errors.append(err)
-            finally:
-                self.finish(name)
-
-        threads = [threading.Thread(target=target, args=(name,), name=f"bench-{name}") for name in self.names]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
-        return results
-
-
-def trainer_loop(
-    template_module, batches: list[dict], precision: str = "32-true", callbacks: Sequence = (), accelerator: str = "cpu"
-):
-    """A lockstep loop: ``Trainer.fit`` of a copy of ``template_module`` over ``batches``.
-
-    Timed stretches: [start-up: ``Trainer(...)`` and ``fit`` until the first batch], then each
-    step from one ``on_train_batch_start`` to the next (everything the loop does per step:
-    hooks, fetching, forward, backward, clipping, optimizer and scheduler step, logging). The
-    last step (it also closes the epoch and the fit) is not timed. The Trainer has what is not
-    the training loop switched off (validation, checkpointing, logger, progress bar, model
-    summary); the module's own recipe stays: ``configure_optimizers`` (AdamW, linear warmup
-    and decay per step), ``training_step`` with its ``self.log``, gradient clipping at 1.0.
-    """
-    import pytorch_lightning as pl
-
-    module = copy.deepcopy(template_module)
-
-    def loop(lock: Lockstep, name: str):
-        class Turns(pl.Callback):
-            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-                lock.end(name)
-                lock.begin(name)
-
-        lock.begin(name)
-        trainer = pl.Trainer(
-            accelerator=accelerator, devices=1, precision=precision, max_epochs=1, max_steps=len(batches),
-            gradient_clip_val=1.0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-            callbacks=[Turns(), *callbacks],
-        )
-        trainer.fit(module, train_dataloaders=_batch_loader(batches))
-        return module
-
-    return loop
-
-
-def hand_loop(template_module, batches: list[dict], autocast_bf16: bool = False):
-    """A lockstep loop doing the same steps by hand: the same model copy, batches, optimizer,
-    schedule, loss and clipping as :func:`trainer_loop`, with nothing else around them; timed
-    the same way (start-up, then step start to next step start, last step untimed)."""
-    import torch
-    from torch import nn
-    from transformers import get_linear_schedule_with_warmup
-
-    from lt_tuning.models import classification_loss
-
-    module = copy.deepcopy(template_module)
-
-    def loop(lock: Lockstep, name: str):
-        lock.begin(name)
-        hp = argparse.Namespace(**RECIPE)
-        decay, no_decay, seen = [], [], set()
-        for sub in module.modules():
-            for pname, param in sub.named_parameters(recurse=False):
-                if not param.requires_grad or id(param) in seen:
-                    continue
-                seen.add(id(param))
-                plain = pname == "bias" or isinstance(sub, nn.LayerNorm) or "LayerNorm" in type(sub).__name__
-                (no_decay if plain else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.learning_rate,
-        )
-        total_steps = len(batches)
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(hp.warmup_proportion * total_steps), total_steps)
-        module.train()
-        for batch in _batch_loader(batches):
-            lock.end(name)
-            lock.begin(name)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
-                logits = module(batch)
-            loss = classification_loss(logits, batch["labels"], hp.loss, hp.focal_gamma)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-        return module
-
-    return loop
-
-
-def lockstep_repeats(
-    make_loops: Callable[[], dict[str, Callable]], repeats: int, skip: int, warmup: int = 1
-) -> dict[str, Any]:
-    """``repeats`` lockstep runs of the loops from ``make_loops`` (the first loop to move
-    alternates between runs), after ``warmup`` untimed runs.
-
-    Returns per loop and per repeat: steady steps/s (steps ``skip``.. of each run) by the wall
-    clock and by the loop thread's CPU time (with one torch thread all of a loop's work runs
-    in its own thread, so CPU time leaves out the time other jobs on the machine took the
-    core), start-up seconds, step times, and the trained modules of the last run.
-    """
-    out: dict[str, Any] = {"steps_per_s": {}, "cpu_steps_per_s": {}, "startup_s": {}, "step_s": {}}
-    for index in range(warmup + repeats):
-        loops = make_loops()
-        names = list(loops)
-        lock = Lockstep(names, first=names[index % len(names)])
-        modules = lock.run(loops)
-        if index < warmup:
-            continue
-        for name in names:
-            startup, *steps = lock.durations[name]
-            steady = steps[skip:]
-            out["steps_per_s"].setdefault(name, []).append(len(steady) / sum(steady))
-            cpu_steady = lock.cpu_durations[name][1 + skip:]
-            out["cpu_steps_per_s"].setdefault(name, []).append(len(cpu_steady) / sum(cpu_steady))
-            out["startup_s"].setdefault(name, []).append(startup)
-            out["step_s"].setdefault(name, []).append(steady)
-        out["modules"] = modules
-    return out
 
 
 # --- results -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import statistics
 import time
 
 import _common as C
+import _lockstep as L
 
 NAME = "precision"
 REFERENCE_EXAMPLES_PER_S = 30.0  # one V100, fp32, R52, bert-base-uncased, batch 32 padded to 256
@@ -58,11 +59,11 @@ def cpu_comparison(args, work, model_dir, results, rows) -> None:
         for entry in observed.values():
             entry["losses"].clear()
         return {
-            "bf16": C.trainer_loop(module, batches, precision="bf16-mixed", callbacks=[Observe("bf16")]),
-            "fp32": C.trainer_loop(module, batches, precision="32-true", callbacks=[Observe("fp32")]),
+            "bf16": L.trainer_loop(module, batches, precision="bf16-mixed", callbacks=[Observe("bf16")]),
+            "fp32": L.trainer_loop(module, batches, precision="32-true", callbacks=[Observe("fp32")]),
         }
 
-    runs = C.lockstep_repeats(make_loops, repeats=args.repeats, skip=args.skip)
+    runs = L.lockstep_repeats(make_loops, repeats=args.repeats, skip=args.skip)
     bf16, fp32 = runs["steps_per_s"]["bf16"], runs["steps_per_s"]["fp32"]
     ratios = C.paired_ratios(bf16, fp32)
     losses_b, losses_f = observed["bf16"]["losses"], observed["fp32"]["losses"]

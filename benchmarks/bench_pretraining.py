@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 
 import _common as C
+import _lockstep as L
 
 NAME = "pretraining"
 GOAL = 1.5
@@ -32,7 +33,7 @@ def hf_trainer_loop(model, batches: list[dict], learning_rate: float, bf16: bool
 
     model = copy.deepcopy(model)
 
-    def loop(lock: C.Lockstep, name: str):
+    def loop(lock: L.Lockstep, name: str):
         class Turns(TrainerCallback):
             def on_step_begin(self, args, state, control, **kwargs):
                 lock.end(name)
@@ -93,9 +94,9 @@ def main() -> None:
             num_attention_heads=heads, intermediate_size=4 * args.hidden_size, dropout=0.0, learning_rate=1e-3,
             warmup_proportion=0.06,
         )
-        runs = C.lockstep_repeats(
+        runs = L.lockstep_repeats(
             lambda: {
-                "lt_tuning": C.trainer_loop(module, batches, precision=args.precision),
+                "lt_tuning": L.trainer_loop(module, batches, precision=args.precision),
                 "transformers": hf_trainer_loop(module.model, batches, 1e-3, args.precision == "bf16-mixed", work),
             },
             repeats=args.repeats, skip=args.skip,

@@ -13,9 +13,12 @@ median over repeats of the ratio Trainer steps/s / hand-loop steps/s.
 
 from __future__ import annotations
 
+import argparse
+import copy
 import statistics
 
 import _common as C
+import _lockstep as L
 
 NAME = "train_step"
 GOAL = 0.97
@@ -52,9 +55,9 @@ def main() -> None:
                                             **C.RECIPE)
             else:
                 module = ClsTuningModule(model_dir, num_classes=dm.num_classes, activation="tanh", **C.RECIPE)
-            runs = C.lockstep_repeats(
+            runs = L.lockstep_repeats(
                 lambda module=module, batches=batches: {
-                    "trainer": C.trainer_loop(module, batches), "hand": C.hand_loop(module, batches),
+                    "trainer": L.trainer_loop(module, batches), "hand": hand_loop(module, batches),
                 },
                 repeats=args.repeats, skip=args.skip,
             )
@@ -112,6 +115,40 @@ def main() -> None:
         model=facts,
         results=results,
     )
+
+
+def hand_loop(template_module, batches: list[dict], autocast_bf16: bool = False):
+    """A lockstep loop doing the same steps by hand: the same model copy, batches, optimizer,
+    schedule, loss and clipping as :func:`trainer_loop`, with nothing else around them; timed
+    the same way (start-up, then step start to next step start, last step untimed)."""
+    import torch
+
+    from lt_tuning.models import classification_loss
+    from lt_tuning.models.base import adamw_with_warmup
+
+    module = copy.deepcopy(template_module)
+
+    def loop(lock: L.Lockstep, name: str):
+        lock.begin(name)
+        hp = argparse.Namespace(**C.RECIPE)
+        schedule = adamw_with_warmup(module, hp.learning_rate, hp.weight_decay, hp.warmup_proportion,
+                                     total_steps=len(batches), eps=module.hparams.adam_epsilon)  # the module's own
+        optimizer, scheduler = schedule["optimizer"], schedule["lr_scheduler"]["scheduler"]
+        module.train()
+        for batch in L.batch_loader(batches):
+            lock.end(name)
+            lock.begin(name)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
+                logits = module(batch)
+            loss = classification_loss(logits, batch["labels"], hp.loss, hp.focal_gamma)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+        return module
+
+    return loop
 
 
 if __name__ == "__main__":

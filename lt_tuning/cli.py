@@ -28,6 +28,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
+class InputErrorExit(SystemExit):
+    """Exit status 2 after an input error; its text is the line printed (``error: ...``)."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(2)
+        self.line = line
+
+    def __str__(self) -> str:
+        return self.line
+
+
 def parser() -> argparse.ArgumentParser:
     """The top-level parser: a command name and its arguments."""
     width = max(map(len, COMMANDS))
@@ -56,8 +67,9 @@ def main(args: list[str] | None = None) -> None:
     except INPUT_ERRORS as error:
         if os.environ.get("LT_TUNING_TRACEBACK"):
             raise
-        message = str(error).strip() or type(error).__name__
-        sys.exit(f"error: {message}  (LT_TUNING_TRACEBACK=1 shows where)")
+        line = f"error: {str(error).strip() or type(error).__name__}  (LT_TUNING_TRACEBACK=1 shows where)"
+        print(line, file=sys.stderr)
+        raise InputErrorExit(line) from None
 
 
 if __name__ == "__main__":

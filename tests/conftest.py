@@ -13,6 +13,9 @@ import pytest
 # Read at import time by transformers/datasets: no test may reach a hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# One math thread a process (read when torch loads; subprocesses inherit it): the tests' tiny models
+# run faster on one thread than on two that wait for each other, and the suite runs on a worker per core.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LT_TUNING_SHARED_DATA", ROOT.parent / "shared" / "data"))

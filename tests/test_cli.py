@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 
 from conftest import ROOT, SHARED_DATA, require_split
 from lt_tuning import TextClassificationDataModule
-from lt_tuning.cli import main
+from lt_tuning.cli import COMMANDS, main
 from lt_tuning.commands.lightning import build_cli
 
 
@@ -25,6 +27,7 @@ def tiny_cmid_args(tmp_path: Path, model_dir: str) -> list[str]:
         "--trainer.val_check_interval=100", f"--trainer.default_root_dir={tmp_path}",
         "--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={tmp_path}",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--plots.enabled=false",  # the plots have their tests (test_plots.py); here they would only cost time
     ]
 
 
@@ -70,7 +73,7 @@ def own_cmid_args(tmp_path: Path, model_dir: str) -> list[str]:
         "--data.template={cls}{text_a}？这个问题的意图是{mask}。{sep}", "--data.limit_examples=48", "--data.batch_size=8",
         f"--data.cache_dir={tmp_path / 'cache'}", "--model=lt_tuning.PromptTuningModule",
         f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
+        "--trainer.enable_model_summary=false", "--plots.enabled=false",
     ]
 
 
@@ -147,3 +150,32 @@ def test_readme_python_example_gives_the_cli_numbers(tmp_path, monkeypatch):
                      f"--trainer.default_root_dir={tmp_path / 'cli'}", "--trainer.enable_progress_bar=false"])
     assert cli.model.last_test_metrics == namespace["metrics"]
     assert 0 < namespace["metrics"]["test/acc"] < 1
+
+
+def test_lt_tuning_help_lists_every_command_and_loads_no_training_stack(tmp_path):
+    """The installed script in a fresh process: one line per command; neither it nor ``import lt_tuning``
+    loads torch, Lightning, transformers, matplotlib or datasets (a command loads what it uses)."""
+    script = Path(sys.executable).with_name("lt-tuning")
+    listed = subprocess.run([str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.split("commands:\n")[1].split("\n\n")[0].splitlines()
+    assert [line.split()[0] for line in lines] == list(COMMANDS)
+    assert all(summary in line for line, (_, summary) in zip(lines, COMMANDS.values()))
+    heavy = ("torch", "pytorch_lightning", "transformers", "matplotlib", "datasets")
+    probe = f"import sys, lt_tuning, lt_tuning.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert loaded.stdout.strip() == "[]", loaded.stderr
+    # an input error: one line naming the problem, status 2, no traceback
+    failed = subprocess.run([str(script), "export", "--ckpt_path", "missing.ckpt", "--output_dir", "out"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert failed.stderr.startswith("error: ") and "missing.ckpt" in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_answers_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    assert f" {command} " in capsys.readouterr().out.splitlines()[0] + " "  # its own usage line

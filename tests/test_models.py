@@ -205,6 +205,8 @@ trainer:
       save_dir: {tmp_path / 'runs'}
   enable_progress_bar: false
   enable_model_summary: false
+plots:
+  enabled: false
 """, encoding="utf-8")
     return config
 
@@ -238,3 +240,20 @@ def test_cli_fit_then_test_from_checkpoint(tmp_path, tiny_bert_dir, capsys):
     assert [text, gold] == (SHARED_DATA / "cmid" / "test.tsv").read_text("utf-8").split("\n")[1].rstrip("\r").split("\t")
     assert label in json.loads((SHARED_DATA / "cmid" / "label2idx.json").read_text("utf-8"))
     assert 1 / 36 <= float(prob) <= 1.0
+
+
+def test_cls_tuning_drops_the_mlm_head_quietly_and_names_missing_encoder_weights(tiny_bert_dir, tmp_path, capfd):
+    """CLS-tuning on a masked-LM checkpoint drops its MLM head by design: no loading report of
+    "UNEXPECTED" keys. Encoder weights missing from a checkpoint still get a warning naming them."""
+    from safetensors.torch import load_file, save_file
+
+    ClsTuningModule(tiny_bert_dir, num_classes=3)
+    assert "LOAD REPORT" not in capfd.readouterr().err
+    folder = tmp_path / "partial"
+    AutoModelForMaskedLM.from_pretrained(tiny_bert_dir).save_pretrained(folder)
+    state = load_file(folder / "model.safetensors")
+    del state["bert.encoder.layer.1.output.dense.weight"]
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.warns(UserWarning, match=r"1 encoder weight\(s\) are not in the checkpoint and start from random "
+                                         r"values: encoder\.layer\.1\.output\.dense\.weight\."):
+        ClsTuningModule(str(folder), num_classes=3)

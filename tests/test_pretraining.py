@@ -30,7 +30,8 @@ from lt_tuning import (
 )
 from lt_tuning.commands.lightning import build_cli
 from lt_tuning.data import DataFileError, corpus as corpus_module, read_labelled_file, train_wordpiece_tokenizer
-from lt_tuning.data.corpus import language
+from lt_tuning.data import corpus_files, packing
+from lt_tuning.data.heldout import language
 from lt_tuning.data.reading import read_text
 from lt_tuning.data.tasks import TASKS
 from lt_tuning.models.backbone import load_encoder, load_masked_lm
@@ -170,7 +171,7 @@ def test_tokenization_runs_on_num_proc_processes_and_a_second_run_loads_the_cach
     for language_ in ("zh", "en"):
         assert (one._train_token_counts[language_] == two._train_token_counts[language_]).all()
     # A chunk at a time (each chunk's passes on their own processes): the same held-out texts, blocks, counts.
-    monkeypatch.setattr(corpus_module, "CHUNK", 20_000)
+    monkeypatch.setattr(packing, "CHUNK", 20_000)
     chunked = corpus("chunked", 2)
     assert list(chunked.encode("train")["input_ids"]) == blocks and chunked.heldout_texts == two.heldout_texts
     assert len(chunked.tokenized("train").cache_files) == 3  # 20,000 texts on 2 processes, the other 3,520 on 1
@@ -181,8 +182,8 @@ def test_tokenization_runs_on_num_proc_processes_and_a_second_run_loads_the_cach
     def never(*args, **kwargs):
         raise AssertionError("read or tokenized again")
 
-    for name in ("_read_texts", "_tokenize", "_pack"):
-        monkeypatch.setattr(corpus_module, name, never)
+    for module, name in ((corpus_files, "_read_texts"), (packing, "tokenize"), (packing, "pack")):
+        monkeypatch.setattr(module, name, never)
     again = corpus("two", 2)  # a second run over the same files and settings: the cache
     assert list(again.encode("train")["input_ids"]) == blocks
     assert again.heldout_texts == two.heldout_texts

@@ -304,6 +304,8 @@ trainer:
   enable_model_summary: false
 last_checkpoint:
   every_n_train_steps: 3
+plots:
+  enabled: false
 """, encoding="utf-8")
     return config
 

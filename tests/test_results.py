@@ -53,7 +53,7 @@ def test_reproduce_script_runs_cells_and_writes_table(tmp_path, tiny_bert_dir, r
         "--datasets", "cmid", "--methods", "cls_tuning_tanh", "--seeds", "1", "--output", out, "--allow-dirty", "--",
         "--data.init_args.model_name_or_path", tiny_bert_dir, "--data.init_args.data_dir", SHARED_DATA / "cmid",
         "--data.init_args.limit_examples", "48", "--data.init_args.cache_dir", tmp_path / "cache",
-        "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+        "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--plots.enabled", "false",
     ]
     run_script("study/reproduce.py", *args)
     rows = json.loads((out / "table.json").read_text())

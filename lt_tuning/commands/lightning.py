@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import warnings
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -128,9 +129,11 @@ def run(subcommand: str, args: list[str]) -> None:
     # Lightning's own use of a torch API that torch deprecated, and its tips for a cloud service.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     rank_zero.log.addFilter(lambda record: "💡 Tip" not in record.getMessage())
-    argv, sys.argv = sys.argv, sys.argv[:1]  # the arguments are `args`: LightningCLI need not warn of two sources
+    # Read from sys.argv (given `args` beside another sys.argv, LightningCLI warns of two sources), which
+    # is also what Lightning's DDP launcher starts the other processes with.
+    argv, sys.argv = sys.argv, [sys.argv[0], subcommand, *args]
     try:
-        build_cli([subcommand, *args])
+        build_cli()
     finally:
         sys.argv = argv
 

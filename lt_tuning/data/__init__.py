@@ -4,7 +4,7 @@ from lt_tuning.data.corpus import MaskedLMCorpusDataModule
 from lt_tuning.data.datamodule import LongTailedDataModule
 from lt_tuning.data.prompt import Template, add_pseudo_tokens
 from lt_tuning.data.reading import DataFileError, read_labelled_file
-from lt_tuning.data.sampler import DistributedLengthGroupedSampler, LengthGroupedBatchSampler
+from lt_tuning.data.sampler import BlockSampler, DistributedLengthGroupedSampler, LengthGroupedBatchSampler
 from lt_tuning.data.sources import RELEASE_URL, download_task, resolve_task_dir
 from lt_tuning.data.vocab import train_wordpiece_tokenizer
 from lt_tuning.data.tasks import (
@@ -21,6 +21,7 @@ from lt_tuning.data.tasks import (
 __all__ = [
     "CMIDDataModule",
     "CTCDataModule",
+    "BlockSampler",
     "DataFileError",
     "DistributedLengthGroupedSampler",
     "IFLYTEKDataModule",

@@ -284,10 +284,12 @@ class LongTailedDataModule(pl.LightningDataModule):
     def _warn_absent_classes(self, split: str, what: str, consequence: str) -> None:
         warn_absent_classes(self.split_source(split), self.label_names, self.class_counts(split), what, consequence)
 
+    def collator(self) -> DataCollatorWithPadding:
+        """Pads each batch to its longest row; ``label`` arrives as ``labels``."""
+        return DataCollatorWithPadding(self.tokenizer)
+
     def _loader_kwargs(self) -> dict[str, Any]:
-        # Pads each batch to its longest row; ``label`` arrives as ``labels``.
-        collate = DataCollatorWithPadding(self.tokenizer)
-        return {"num_workers": self.num_workers, "collate_fn": collate, "persistent_workers": self.num_workers > 0}
+        return {"num_workers": self.num_workers, "collate_fn": self.collator(), "persistent_workers": self.num_workers > 0}
 
     def _eval_loader(self, split: str) -> DataLoader:
         return eval_loader(self.datasets[split], self.eval_batch_size, *world(self.trainer), **self._loader_kwargs())

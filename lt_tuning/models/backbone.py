@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -67,12 +69,33 @@ def load_masked_lm(model_name_or_path: str) -> PreTrainedModel:
     return model
 
 
+@contextmanager
+def _no_load_report() -> Iterator[None]:
+    """Inside, transformers logs no loading report (it would list the checkpoint's MLM head, which
+    CLS-tuning drops by design, as UNEXPECTED keys "not ok if you expect identical arch")."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def load_encoder(model_name_or_path: str) -> PreTrainedModel:
-    """The bare encoder (``AutoModel``), without the pooler: lt-tuning never uses it."""
-    try:  # not built at all: a masked-LM checkpoint has no pooler weights to load
-        encoder = _from_pretrained(AutoModel, model_name_or_path, add_pooling_layer=False)
-    except TypeError:  # architectures without that argument (e.g. ELECTRA)
-        encoder = _from_pretrained(AutoModel, model_name_or_path)
+    """The bare encoder (``AutoModel``), without the pooler: lt-tuning never uses it. Weights the
+    checkpoint lacks are named in a warning; those it has beyond the encoder (a head) go unsaid."""
+    with _no_load_report():
+        try:  # not built at all: a masked-LM checkpoint has no pooler weights to load
+            encoder, info = _from_pretrained(AutoModel, model_name_or_path, add_pooling_layer=False,
+                                             output_loading_info=True)
+        except TypeError:  # architectures without that argument (e.g. ELECTRA)
+            encoder, info = _from_pretrained(AutoModel, model_name_or_path, output_loading_info=True)
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        warnings.warn(f"{model_name_or_path}: {len(missing)} encoder weight(s) are not in the checkpoint and start "
+                      f"from random values: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}.",
+                      stacklevel=2)
     if getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None  # unused parameters would stall DDP
     return encoder
