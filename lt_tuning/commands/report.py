@@ -43,14 +43,16 @@ def load_runs(run_dirs: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def class_order(metrics: dict[str, Any]) -> tuple[list[str], list[int]]:
-    """A run's label names in class-index order and the training counts per class (else the
-    counts that split its head and tail)."""
+    """A run's label names in class-index order and the per-class counts that split its head and
+    tail (the figures order classes by them and draw that boundary, as the run's own plots do),
+    else its training counts."""
     per_class = metrics["per_class_f1"]
     labels = metrics.get("labels") or [str(c) for c in range(len(per_class))]
-    counts = metrics.get("train_class_counts")
+    by_name = metrics.get("head_tail_counts", {}).get("counts")
+    counts = [by_name.get(label, 0) for label in labels] if by_name else metrics.get("train_class_counts")
     if counts is None:
-        by_name = metrics.get("head_tail_counts", {}).get("counts", {})
-        counts = [by_name.get(label, 0) for label in labels]
+        raise ValueError("A test_metrics.json without head_tail_counts or train_class_counts: written by an older "
+                         "lt-tuning; test the run's checkpoint again with this one.")
     return labels, [int(count) for count in counts]
 
 
@@ -104,13 +106,14 @@ def write_report(runs: dict[str, dict[str, Any]], output: Path) -> list[Path]:
             "Test split; percent. Many/medium/few-shot: more than 100, 20 to 100, fewer than 20 training examples "
             "(unless the run set other thresholds), the bucket's class count in brackets. Tail errors → head: of "
             "the tail classes' misclassified examples, the share predicted as a head class. ECE: expected "
-            "calibration error, 15 bins. –: an empty group, or a value the run did not record.\n",
+            "calibration error, 15 bins. –: an empty group, or a value the run did not record. Figures: classes "
+            "by the counts that split each run's head and tail, the boundary dashed.\n\n",
             metrics_table(runs),
             f"\n## Per-class F1, classes head to tail\n\n![per-class F1]({written[0].name})\n"]
     for index, (name, metrics) in enumerate(runs.items()):
         text.append(f"\n## {name}\n")
         if metrics.get("top_confusions"):
-            text.append("\nMost frequent confusions:\n\n" + confusions_table(metrics))
+            text.append("\nMost frequent confusions (true -> predicted):\n\n" + confusions_table(metrics))
         if metrics.get("confusion_matrix"):
             slug = re.sub(r"[^\w.-]+", "_", name) or str(index)
             figure = plots.confusion_matrix_figure(metrics["confusion_matrix"], counts, ratio, labels,
