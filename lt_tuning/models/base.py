@@ -191,11 +191,10 @@ class LongTailedClassifier(pl.LightningModule):
             return scores
         return tau_normalize(scores, self.class_weight_norms(), self.hparams.tau_norm)
 
-    def _adjusted(self, logits: torch.Tensor, tau: float | torch.Tensor | None = None) -> torch.Tensor:
+    def _adjusted(self, logits: torch.Tensor) -> torch.Tensor:
         if self.hparams.logit_adjustment != "posthoc":
             return logits
-        if tau is None:
-            tau = self.posthoc_tau if self.hparams.logit_adjustment_tau == "auto" else self.hparams.logit_adjustment_tau
+        tau = self.posthoc_tau if self.hparams.logit_adjustment_tau == "auto" else self.hparams.logit_adjustment_tau
         return logit_adjust(logits, self.class_log_prior, -tau)
 
     # --- steps --------------------------------------------------------------------------
@@ -299,7 +298,9 @@ class LongTailedClassifier(pl.LightningModule):
             self.posthoc_tau.fill_(choose_posthoc_tau(scores, labels, self.class_log_prior.cpu(),
                                                       f1_over=self.hparams.f1_over))
         logits = self._adjusted(scores.to(self.posthoc_tau.device)).cpu()
-        fit = {"posthoc_tau": float(self.posthoc_tau), "dev_examples": len(labels)}
+        fit: dict[str, float] = {"dev_examples": len(labels)}
+        if self.hparams.logit_adjustment == "posthoc":
+            fit["posthoc_tau"] = float(self.posthoc_tau)
         if self.hparams.temperature_scaling:
             self.temperature.fill_(fit_temperature(logits, labels))
             fit.update(temperature=float(self.temperature),
