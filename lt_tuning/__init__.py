@@ -38,6 +38,8 @@ _EXPORTS = {
     "weight_norms_figure": "lt_tuning.plots",
     "fit_and_test": "lt_tuning.recipe",
     "recipe_trainer": "lt_tuning.recipe",
+    "TuneSettings": "lt_tuning.tuning",
+    "tune": "lt_tuning.tuning",
     "Verbalizer": "lt_tuning.verbalizer",
 }
 
@@ -78,4 +80,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         weight_norms_figure,
     )
     from lt_tuning.recipe import fit_and_test, recipe_trainer
+    from lt_tuning.tuning import TuneSettings, tune
     from lt_tuning.verbalizer import Verbalizer

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("lightning:predict", "Write a checkpoint's predictions for a dataset split (1..N processes)."),
     "classify": ("classify:main", "Classify the raw texts of a file with a trained model."),
     "export": ("export:main", "Write a checkpoint as a folder that transformers (or lt-tuning alone) loads."),
+    "tune": ("tune:main", "Search a method and its settings by dev metric (Optuna; many workers, resumable)."),
     "report": ("report:main", "Compare finished runs side by side: tail metrics, calibration, figures."),
 }
 

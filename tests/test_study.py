@@ -126,19 +126,26 @@ def test_study_report_many_medium_few_from_per_class_f1_and_training_counts(tmp_
     assert "Largest advantage per dataset: cmid medium." in (tmp_path / "report.md").read_text()
 
 
-def test_study_grid_runs_each_planned_cell_once_one_dataset_at_a_time():
+def test_study_grid_sets_run_each_cell_once_one_dataset_at_a_time():
     from grid import cells
+    from report import STUDY
 
     grid = cells()
     # 10 study rows on 3 datasets, 5 CLS-tuning remedies on CMID and R52, 5 prompt-tuning ones on CMID: x 3 seeds
     assert len(grid) == len(set(grid)) == (10 * 3 + 5 * 2 + 5) * 3
     assert [d for d, _, _ in grid] == ["cmid"] * 60 + ["ctc"] * 30 + ["r52"] * 45
     assert [s for _, _, s in grid[:60]] == [775] * 20 + [776] * 20 + [777] * 20  # one seed of every method first
+    more = cells("seeds-778-779")  # the 10 study rows on CMID and CTC, 2 more seeds: 40 runs
+    assert len(more) == len(set(more)) == 40 and {m for _, m, _ in more} == set(STUDY)
+    assert [(d, s) for d, _, s in more] == [(d, s) for d in ("cmid", "ctc") for s in (778, 779) for _ in range(10)]
 
 
-def test_study_grid_lane_runs_cells_without_one_cell_tables_and_commits_each_run_json(grid_repo, monkeypatch):
-    import queue
+def test_study_grid_workers_share_one_study_run_each_cell_once_and_commit_each_run_json(grid_repo, monkeypatch):
+    """Two workers (threads here; processes or machines alike) on one SQLite study take the 4 queued
+    cells: each runs once through reproduce.py with one thread; the failing one commits nothing and
+    is queued again by the next worker that starts, and only it."""
     import threading
+    import time
 
     import grid as study_grid
 
@@ -150,7 +157,8 @@ def test_study_grid_lane_runs_cells_without_one_cell_tables_and_commits_each_run
     def fake_reproduce(command, cwd=None, **kwargs):  # seed 2 fails; the others leave a run.json and a log
         if command[0] == "git":
             return real_run(command, cwd=cwd, **kwargs)
-        calls.append((command, kwargs["env"]["OMP_NUM_THREADS"]))
+        calls.append((command, kwargs["env"]["OMP_NUM_THREADS"], threading.get_ident()))
+        time.sleep(0.2)  # long enough for the other worker to take the next cell
         seed = command[command.index("--seeds") + 1]
         if seed == "2":
             return subprocess.CompletedProcess(command, 1, "", "boom")
@@ -162,17 +170,29 @@ def test_study_grid_lane_runs_cells_without_one_cell_tables_and_commits_each_run
 
     monkeypatch.setattr(study_grid, "ROOT", grid_repo)
     monkeypatch.setattr(study_grid.subprocess, "run", fake_reproduce)
-    todo: queue.Queue = queue.Queue()
-    for seed in (1, 2, 3):
-        todo.put(("cmid", "prompt_tuning", seed))
-    study_grid.lane(todo, commit=True, git_lock=threading.Lock())
-    assert [(c[c.index("--seeds") + 1], threads) for c, threads in calls] == [("1", "1"), ("2", "1"), ("3", "1")]
-    assert all("--no-table" in c and c[c.index("--") + 1:] == study_grid.OVERRIDES for c, _ in calls)
-    assert git(grid_repo, "log", "--format=%s", "-3").splitlines() == [
-        "grid: cmid prompt_tuning seed 3 (whole study)", "grid: cmid prompt_tuning seed 1 (whole study)",
-        "grid inputs"]  # the failed cell commits nothing
-    assert git(grid_repo, "show", "--name-only", "--format=", "HEAD") == \
-        "benchmarks/results/study/runs/cmid-prompt_tuning-3/run.json"  # the record, not the log
+    monkeypatch.setattr(study_grid, "cells", lambda name: [("cmid", "prompt_tuning", seed) for seed in (1, 2, 3, 4)])
+    studies = [study_grid.open_grid("whole"), study_grid.open_grid("whole")]  # the second queues nothing more
+    workers = [threading.Thread(target=study_grid.work, args=(study, "whole")) for study in studies]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sorted(c[c.index("--seeds") + 1] for c, _, _ in calls) == ["1", "2", "3", "4"]  # each cell once
+    assert len({thread for _, _, thread in calls}) == 2  # both workers took cells
+    assert all(threads == "1" and "--no-table" in c and c[c.index("--") + 1:] == study_grid.OVERRIDES
+               for c, threads, _ in calls)
+    assert all(c[c.index(sys.executable) + 1] == "benchmarks/study/reproduce.py" for c, _, _ in calls)
+    subjects = git(grid_repo, "log", "--format=%s").splitlines()
+    assert sorted(subjects[:3]) == [f"grid: cmid prompt_tuning seed {seed} (whole study)" for seed in (1, 3, 4)]
+    assert subjects[3:] == ["grid inputs"]  # the failed cell commits nothing
+    assert git(grid_repo, "show", "--name-only", "--format=", "HEAD").endswith("/run.json")  # the record, not the log
+    states = {t.params["cell"]: t.state.name for t in studies[0].get_trials()}
+    assert states == {"cmid-prompt_tuning-1": "COMPLETE", "cmid-prompt_tuning-2": "FAIL",
+                      "cmid-prompt_tuning-3": "COMPLETE", "cmid-prompt_tuning-4": "COMPLETE"}
+
+    calls.clear()
+    study_grid.work(study_grid.open_grid("whole"), "whole")  # a new worker: the failed cell again, only it
+    assert [c[c.index("--seeds") + 1] for c, _, _ in calls] == ["2"]
 
 
 def git(repo, *args):
@@ -233,8 +253,8 @@ def test_run_record_holds_commit_checksums_threads_versions_cpu(grid_repo):
 def test_reproduce_refuses_a_dirty_tree_unless_allowed_and_records_it(grid_repo, monkeypatch):
     started, real_run = [], subprocess.run
 
-    def fake_run(command, cwd, **kwargs):  # the run (not git): a test_metrics.json in its log folder
-        if command[0] == "git":
+    def fake_run(command, cwd=None, **kwargs):  # the run (not git, nor platform's uname): a test_metrics.json
+        if command[0] != sys.executable:
             return real_run(command, cwd=cwd, **kwargs)
         started.append(command)
         log_dir = cwd / command[command.index("--trainer.default_root_dir") + 1] / "version_0"

@@ -27,8 +27,10 @@ Example (the committed own-backbone table, benchmarks/results/own_backbone/)::
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -56,6 +58,12 @@ def finished(run_dir: Path) -> bool:
 def cell_name(dataset: str, method: str, seed: int) -> str:
     """A cell's run folder name, ``<dataset>-<method>-<seed>`` (names or config paths' stems)."""
     return f"{Path(dataset).stem}-{Path(method).stem}-{seed}"
+
+
+def die_with_parent() -> None:
+    """A run's ``preexec_fn`` (Linux): SIGKILL when the process that started it dies, so that a
+    killed grid worker leaves no run going on beside the one its cell is queued again for."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def repo_path(path: Path) -> str:
@@ -87,7 +95,8 @@ def run_cell(dataset: str, method: str, seed: int, run_dir: Path, overrides: lis
     command = [sys.executable, "-m", "lt_tuning.cli", *cli_args]
     start = time.perf_counter()
     with open(run_dir / "log.txt", "w", encoding="utf-8") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                       preexec_fn=die_with_parent if sys.platform == "linux" else None)
     seconds = time.perf_counter() - start
     atomic_write_json(run_dir / "run.json", {
         "dataset": dataset, "method": method, "seed": seed, "seconds": round(seconds, 1),

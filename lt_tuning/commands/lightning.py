@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -108,10 +110,12 @@ class LTTuningCLI(LightningCLI):
             recipe.best_checkpoint_test(self.trainer, self.model, self.datamodule)
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> LTTuningCLI:
+def build_cli(args: list[str] | None = None, run: bool = True,
+              cli_class: Callable[..., LTTuningCLI] = LTTuningCLI) -> LTTuningCLI:
     """The ``lt-tuning`` CLI on ``args`` (default: the command line), returned for inspection;
-    ``run=False`` only builds model and data (``args`` then has no subcommand)."""
-    return LTTuningCLI(
+    ``run=False`` only builds model and data (``args`` then has no subcommand). ``cli_class``:
+    a subclass with more (``lt-tuning tune``'s trials)."""
+    return cli_class(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,
@@ -124,18 +128,25 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LTTuningCLI:
     )
 
 
-def run(subcommand: str, args: list[str]) -> None:
-    """``lt-tuning <subcommand> args``, with nothing printed that a user cannot act on."""
+@contextmanager
+def quiet_lightning(argv: list[str]) -> Iterator[None]:
+    """Nothing printed that a user cannot act on; ``sys.argv`` is ``argv`` meanwhile."""
     # Lightning's own use of a torch API that torch deprecated, and its tips for a cloud service.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     rank_zero.log.addFilter(lambda record: "💡 Tip" not in record.getMessage())
+    saved, sys.argv = sys.argv, argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def run(subcommand: str, args: list[str]) -> None:
+    """``lt-tuning <subcommand> args``, with nothing printed that a user cannot act on."""
     # Read from sys.argv (given `args` beside another sys.argv, LightningCLI warns of two sources), which
     # is also what Lightning's DDP launcher starts the other processes with.
-    argv, sys.argv = sys.argv, [sys.argv[0], subcommand, *args]
-    try:
+    with quiet_lightning([sys.argv[0], subcommand, *args]):
         build_cli()
-    finally:
-        sys.argv = argv
 
 
 fit, validate, test, predict = (partial(run, name) for name in ("fit", "validate", "test", "predict"))

@@ -39,7 +39,8 @@ class LongTailedDataModule(pl.LightningDataModule):
     rest. Args:
         model_name_or_path: tokenizer to load with ``AutoTokenizer`` (hub name or local folder).
         text_fields: one or two column names (``text_a``, ``text_b``).
-        label_field: column holding the label: its name, or its index 0..K-1 in ``labels``.
+        label_field: column holding the label: its name, or its index 0..K-1 in ``labels``;
+            None: the data has no labels (``predict`` on new text).
         labels: label names in index order, or a path to a ``label2idx.json``.
         verbalizer: label (name or index) -> word or phrase, or a path to such a JSON, for prompt format.
         template: prompt template with ``{mask}`` and ``{text_a}`` (and ``{text_b}``).
@@ -62,7 +63,7 @@ class LongTailedDataModule(pl.LightningDataModule):
         self,
         model_name_or_path: str,
         text_fields: Sequence[str] = ("text",),
-        label_field: str = "label",
+        label_field: str | None = "label",
         labels: Sequence[str | int] | str | None = None,
         verbalizer: Mapping[str | int, str] | str | None = None,
         template: str = "{cls}{text_a}{sep}",
@@ -85,7 +86,7 @@ class LongTailedDataModule(pl.LightningDataModule):
         self.model_name_or_path = model_name_or_path
         self.text_fields = list(text_fields)
         self.label_field = label_field
-        self._labels = labels
+        self.labels = labels
         self._verbalizer = verbalizer
         self.template_text = template
         self.max_length = max_length
@@ -145,7 +146,7 @@ class LongTailedDataModule(pl.LightningDataModule):
     @cached_property
     def label_names(self) -> list[str]:
         """Label names in index order."""
-        return load_label_names(self._labels if self._labels is not None else self.default_labels())
+        return load_label_names(self.labels if self.labels is not None else self.default_labels())
 
     @property
     def label2idx(self) -> dict[str, int]:
