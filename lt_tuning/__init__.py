@@ -32,6 +32,7 @@ _EXPORTS = {
     "MaskedLMPretrainingModule": "lt_tuning.models",
     "PromptTuningModule": "lt_tuning.models",
     "class_distribution_figure": "lt_tuning.plots",
+    "confusion_matrix_figure": "lt_tuning.plots",
     "per_class_f1_figure": "lt_tuning.plots",
     "save_figure": "lt_tuning.plots",
     "weight_norms_figure": "lt_tuning.plots",
@@ -73,7 +74,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from lt_tuning.classifier import TextClassifier, load_classifier
     from lt_tuning.inference import export_classifier
     from lt_tuning.models import ClsTuningModule, MaskedLMPretrainingModule, PromptTuningModule
-    from lt_tuning.plots import class_distribution_figure, per_class_f1_figure, save_figure, weight_norms_figure
+    from lt_tuning.plots import (
+        class_distribution_figure,
+        confusion_matrix_figure,
+        per_class_f1_figure,
+        save_figure,
+        weight_norms_figure,
+    )
     from lt_tuning.recipe import fit_and_test, recipe_trainer
     from lt_tuning.settings import ClassifierSettings
     from lt_tuning.tuning import TuneSettings, tune

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export:main", "Write a checkpoint as a folder that transformers (or lt-tuning alone) loads."),
     "serve": ("serve:main", "Serve a trained classifier over HTTP (POST /predict), batching concurrent requests."),
     "tune": ("tune:main", "Search a method and its settings by dev metric (Optuna; many workers, resumable)."),
+    "report": ("report:main", "Compare finished runs side by side: tail metrics, calibration, figures."),
 }
 
 # What a user's input can get wrong: shown as one line. Anything else is a bug: a traceback.

@@ -137,8 +137,10 @@ def transformers_equivalent(module: LongTailedClassifier) -> tuple[type, dict[st
     """The transformers Auto class whose model computes ``module``'s probabilities, with the map
     from the module's state-dict names to that model's; else why there is none."""
     arguments = module.hparams
-    if arguments.get("tau_norm") is not None or arguments.get("logit_adjustment") == "posthoc":
-        return "tau-norm and post-hoc logit adjustment change the logits at inference; transformers has no such step"
+    if arguments.get("tau_norm") is not None or arguments.get("logit_adjustment") == "posthoc" \
+            or arguments.get("temperature_scaling"):
+        return ("tau-norm, post-hoc logit adjustment and temperature scaling change the logits at inference; "
+                "transformers has no such step")
     if isinstance(module, PromptTuningModule):
         return AutoModelForMaskedLM, {f"mlm.{name}": name for name in module.mlm.state_dict()}
     if not isinstance(module, ClsTuningModule):

@@ -1,4 +1,4 @@
-"""Head-to-tail figures of a long-tailed run: class distribution, per-class F1, weight norms.
+"""Head-to-tail figures of a long-tailed run: class distribution, per-class F1, weight norms, confusions.
 
 Every figure orders classes by training count, most frequent first (the order of
 :func:`~lt_tuning.metrics.head_tail_split`), and marks the head/tail boundary of the study's
@@ -13,18 +13,20 @@ import functools
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import torch
 from matplotlib import font_manager, ft2font
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from lt_tuning.io import atomic_open
 from lt_tuning.metrics import head_tail_split
 
-Values = Sequence[float] | np.ndarray | torch.Tensor
-Runs = Mapping[str, Values] | Values
+if TYPE_CHECKING:  # figures of finished runs (``lt-tuning report``) need no torch
+    import torch
+
+Values = Union[Sequence[float], np.ndarray, "torch.Tensor"]
+Runs = Union[Mapping[str, Values], Values]
 
 HEAD_COLOR, TAIL_COLOR, BOUNDARY_COLOR = "tab:blue", "tab:orange", "dimgray"
 # Tried after the default font when label names have glyphs it lacks (CMID, IFLYTEK, CTC, MSRA).
@@ -34,14 +36,14 @@ CJK_FAMILIES = (
 )
 
 
-def head_to_tail(counts: Sequence[int] | torch.Tensor, ratio: float) -> tuple[list[int], int]:
+def head_to_tail(counts: Sequence[int] | np.ndarray | torch.Tensor, ratio: float) -> tuple[list[int], int]:
     """Class indices from most to least frequent, and how many of the first are head classes."""
     head, tail = head_tail_split(counts, ratio)
     return head + tail, len(head)
 
 
 def class_distribution_figure(
-    counts: Sequence[int] | torch.Tensor, ratio: float, label_names: Sequence[str] | None = None
+    counts: Sequence[int] | np.ndarray | torch.Tensor, ratio: float, label_names: Sequence[str] | None = None
 ) -> Figure:
     """Bar chart of the examples per class, head to tail, head bars and tail bars in two colours.
 
@@ -68,7 +70,7 @@ def class_distribution_figure(
 
 
 def per_class_f1_figure(
-    per_class_f1: Runs, counts: Sequence[int] | torch.Tensor, ratio: float, label_names: Sequence[str] | None = None
+    per_class_f1: Runs, counts: Sequence[int] | np.ndarray | torch.Tensor, ratio: float, label_names: Sequence[str] | None = None
 ) -> Figure:
     """Per-class F1 head to tail: one bar series per run (``{"CLS-tuning": f1s, ...}``), grouped by class.
 
@@ -81,7 +83,7 @@ def per_class_f1_figure(
 
 
 def weight_norms_figure(
-    norms: Runs, counts: Sequence[int] | torch.Tensor, ratio: float, label_names: Sequence[str] | None = None
+    norms: Runs, counts: Sequence[int] | np.ndarray | torch.Tensor, ratio: float, label_names: Sequence[str] | None = None
 ) -> Figure:
     """Per-class classifier weight norms head to tail, one series per run (``{"CLS-tuning":
     module.class_weight_norms(), ...}``, see :meth:`~lt_tuning.models.LongTailedClassifier.class_weight_norms`).
@@ -92,8 +94,48 @@ def weight_norms_figure(
     return _per_class_figure(norms, counts, ratio, label_names, "weight L2 norm", "Per-class weight norm")
 
 
+def confusion_matrix_figure(
+    confusion: Sequence[Sequence[int]] | np.ndarray, counts: Sequence[int] | np.ndarray, ratio: float,
+    label_names: Sequence[str] | None = None, title: str = "Confusion matrix",
+) -> Figure:
+    """The confusion matrix (rows: true class, columns: predicted), classes head to tail on both
+    axes, each row as shares of its class's examples (a row of a class without examples stays
+    blank). Lines mark the head/tail boundary: the block right of it in the tail rows holds the
+    tail classes' errors that went to other tail classes; left of it, those that went to the head.
+
+    Args:
+        confusion: ``[C, C]`` counts, indexed by class (``test_metrics.json``'s ``confusion_matrix``).
+        counts, ratio, label_names: as in :func:`class_distribution_figure`.
+    """
+    matrix = np.asarray(confusion, dtype=np.float64)
+    order, n_head = head_to_tail(counts, ratio)
+    if matrix.shape != (len(order), len(order)):
+        raise ValueError(f"A confusion matrix of shape {matrix.shape} for {len(order)} classes.")
+    matrix = matrix[np.ix_(order, order)]
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.full_like(matrix, np.nan), where=totals > 0)
+    size = min(max(5.0, 0.16 * len(order) + 3.0), 24.0)
+    figure = Figure(figsize=(size + 1.0, size), layout="constrained")
+    ax = figure.add_subplot()
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    figure.colorbar(image, ax=ax, shrink=0.8, label="share of the true class's examples")
+    for line in (ax.axvline, ax.axhline):
+        line(n_head - 0.5, color="tab:red", linestyle="--", linewidth=1.0)
+    names = [label_names[c] for c in order] if label_names is not None else [str(c) for c in order]
+    families = _fonts_for(names) if label_names is not None else None
+    ticks = names if families or label_names is None else [str(c) for c in order]
+    fontsize = 7 if len(order) <= 40 else 5 if len(order) <= 80 else 3
+    ax.set_xticks(range(len(order)), ticks, rotation=90, fontsize=fontsize, fontfamily=families)
+    ax.set_yticks(range(len(order)), ticks, fontsize=fontsize, fontfamily=families)
+    ax.set_xlabel("predicted class (head to tail)")
+    ax.set_ylabel("true class (head to tail)")
+    ax.set_title(f"{title}, head | tail boundary dashed (ratio {ratio:g})")
+    return figure
+
+
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
     """Write ``figure`` as a PNG to ``path`` atomically (a reader never sees a half-written file)."""
+    from lt_tuning.io import atomic_open  # with torch: only for the run's own writers
     with atomic_open(path) as out:
         figure.savefig(out, format="png", dpi=dpi, bbox_inches="tight")
     return Path(path)
@@ -103,7 +145,7 @@ def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 150) -> Path
 
 
 def _per_class_figure(
-    runs: Runs, counts: Sequence[int] | torch.Tensor, ratio: float, label_names: Sequence[str] | None,
+    runs: Runs, counts: Sequence[int] | np.ndarray | torch.Tensor, ratio: float, label_names: Sequence[str] | None,
     ylabel: str, title: str,
 ) -> Figure:
     """Grouped bars of per-class values, one series per run, classes head to tail."""
@@ -115,7 +157,7 @@ def _per_class_figure(
     figure, ax = _figure(len(order))
     width = 0.8 / len(runs)
     for i, (name, values) in enumerate(runs.items()):
-        if isinstance(values, torch.Tensor):
+        if hasattr(values, "detach"):  # a torch tensor
             values = values.detach().float().cpu()
         values = np.asarray(values, dtype=np.float64)
         if values.shape != (len(order),):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from lt_tuning.callbacks import (
     EpochPatienceEarlyStopping,
@@ -69,7 +69,27 @@ def best_checkpoint_test(trainer: pl.Trainer, model: pl.LightningModule,
         monitor = trainer.checkpoint_callback.monitor if trainer.checkpoint_callback else None
         rank_zero_warn(f"No best checkpoint was saved (no validation ran, or it did not log {monitor!r}): "
                        "TESTING THE FINAL WEIGHTS, not a best checkpoint.")
+    if best and getattr(model, "fits_posthoc", False):
+        fit_posthoc_on_dev(trainer, model, datamodule, best)
     return trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+
+
+def fit_posthoc_on_dev(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule,
+                       ckpt_path: str) -> None:
+    """Fit the model's post-hoc settings (temperature, post-hoc tau ``"auto"``) on the dev logits
+    of the checkpoint ``ckpt_path``, and write them into that checkpoint's state, so that a test,
+    ``predict_proba``, an export or a server of it apply them."""
+    model.collect_dev_logits()
+    trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    if trainer.is_global_zero:
+        checkpoint_io = trainer.strategy.checkpoint_io
+        checkpoint = checkpoint_io.load_checkpoint(ckpt_path)
+        for name in ("temperature", "posthoc_tau"):
+            checkpoint["state_dict"][name] = getattr(model, name).detach().cpu().clone()
+        checkpoint_io.save_checkpoint(checkpoint, ckpt_path)
+    trainer.strategy.barrier("fit_posthoc_on_dev")
+    fit = ", ".join(f"{key} {value:.4g}" for key, value in model.posthoc_fit.items())
+    rank_zero_info(f"Fitted on dev and saved in {ckpt_path}: {fit}")
 
 
 def fit_and_test(model: pl.LightningModule, datamodule: pl.LightningDataModule,

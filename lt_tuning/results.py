@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from lt_tuning.io import atomic_write_json, atomic_write_text
 
 METRICS = ("acc", "f1", "head_f1", "tail_f1")
 HEADERS = {"acc": "Acc", "f1": "F1", "head_f1": "Head F1", "tail_f1": "Tail F1"}
@@ -73,6 +72,8 @@ def format_table(rows: Sequence[dict[str, Any]], cell_keys: Sequence[str] = ("da
 def write_table(rows: Sequence[dict[str, Any]], stem: str | os.PathLike,
                 cell_keys: Sequence[str] = ("dataset", "method"), preamble: str = "") -> tuple[Path, Path]:
     """Write ``<stem>.json`` (the rows) and ``<stem>.md`` (``preamble`` + the table)."""
+    from lt_tuning.io import atomic_write_json, atomic_write_text  # imports torch: reading runs needs none
+
     stem = Path(stem)
     json_path = atomic_write_json(stem.with_suffix(".json"), list(rows))
     md_path = atomic_write_text(stem.with_suffix(".md"), preamble + format_table(rows, cell_keys))

@@ -501,7 +501,7 @@ def best_trial_test(tuner: Tuner, best: FrozenTrial) -> dict[str, Any] | None:
         return None
     cli = build_cli(["test", "--config", str(out / "best.yaml"), f"--ckpt_path={checkpoint}",
                      f"--trainer.default_root_dir={out / 'best_test'}"])
-    metrics = {key: value for key, value in cli.model.last_test_metrics.items() if not isinstance(value, list)}
+    metrics = {key: value for key, value in cli.model.last_test_metrics.items() if isinstance(value, float)}
     summary = {"trial": best.number, "checkpoint": checkpoint, "log_dir": str(cli.trainer.log_dir), "metrics": metrics}
     atomic_write_json(summary_path, summary)
     return summary

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import pytorch_lightning as pl
@@ -15,8 +16,10 @@ from torch.utils.data import DataLoader
 
 from lt_tuning.callbacks import TestMetricsWriter
 from lt_tuning.data import LongTailedDataModule
-from lt_tuning.metrics import HeadTailF1, MacroF1, head_tail_split, long_tailed_metrics
+from lt_tuning.metrics import (HeadTailF1, MacroF1, calibration_metrics, head_tail_split, long_tailed_metrics,
+                                shot_buckets, tail_to_head_share, top_confusions)
 from lt_tuning.models import LongTailedClassifier
+from lt_tuning.models.posthoc import choose_posthoc_tau, fit_temperature
 
 # --- hand-computed example ------------------------------------------------------------------
 #
@@ -44,7 +47,7 @@ def test_hand_example_in_one_shared_state():
     metrics = long_tailed_metrics(4)
     metrics.update(HAND_PREDS[:3], HAND_TARGET[:3])
     metrics.update(HAND_PREDS[3:], HAND_TARGET[3:])
-    assert list(metrics.compute_groups.values()) == [["acc", "f1", "head_tail", "per_class_f1"]]
+    assert list(metrics.compute_groups.values()) == [["acc", "f1", "head_tail", "per_class_f1"], ["confusion"]]
     out = metrics.compute()
     assert out["acc"].item() == pytest.approx(6 / 10)
     assert out["f1"].item() == pytest.approx(73 / 126)
@@ -66,14 +69,20 @@ def test_hand_example_head_tail_from_training_counts():
     assert out["tail_f1"].item() == pytest.approx(7 / 18)
 
 
-def test_head_tail_empty_group_is_zero():
+def test_head_tail_empty_group_is_absent_and_an_empty_head_is_explained():
     # counts [1, 1], ratio .5: class 0 reaches share .5, not < .5 -> tail; no head class.
-    out = _fit(HeadTailF1(2, ratio=0.5, class_counts=[1, 1]), torch.tensor([0, 1]), torch.tensor([0, 0]))
+    with pytest.warns(UserWarning, match=r"class 0 alone holds 50.0% of the examples.*ratio 0.5"):
+        out = _fit(HeadTailF1(2, ratio=0.5, class_counts=[1, 1]), torch.tensor([0, 1]), torch.tensor([0, 0]))
     # class 0: tp=1 fn=1 -> 2/3; class 1: fp=1 -> 0.
-    assert out["head_f1"].item() == 0.0
+    assert "head_f1" not in out
     assert out["tail_f1"].item() == pytest.approx(1 / 3)
+    # One class with 80% of a 3-class evaluated split (the R52-subset case): accuracy 1, no head F1.
+    target = torch.tensor([2] * 8 + [0, 1])
+    with pytest.warns(UserWarning, match=r"class 2 alone holds 80.0% .* above 0.800"):
+        out = _fit(long_tailed_metrics(3), target, target)
+    assert out["acc"].item() == 1.0 and out["tail_f1"].item() == 1.0 and "head_f1" not in out
     with pytest.warns(UserWarning, match="before the ``update``"):  # no example at all: both groups empty
-        assert {k: v.item() for k, v in HeadTailF1(3).compute().items()} == {"head_f1": 0.0, "tail_f1": 0.0}
+        assert HeadTailF1(3).compute() == {}
 
 
 def test_invalid_arguments():
@@ -81,6 +90,81 @@ def test_invalid_arguments():
         HeadTailF1(4, class_counts=[1, 2, 3])
     with pytest.raises(ValueError, match="'present' or 'all'"):
         MacroF1(4, over="some")
+
+
+# --- many/medium/few, where the errors go, calibration ----------------------------------------
+#
+# Confusion matrix of the hand example (rows: true, columns: predicted):
+#   0: [3, 1, 1, 0]   1: [1, 2, 0, 0]   2: [0, 1, 1, 0]   3: [0, 0, 0, 0]
+
+
+def test_shot_buckets_by_training_counts():
+    assert shot_buckets([150, 100, 101, 20, 19, 0]) == {"many": [0, 2], "medium": [1, 3], "few": [4, 5]}
+    assert shot_buckets([150, 100, 20, 5], thresholds=(50, 10)) == {"many": [0, 1], "medium": [2], "few": [3]}
+    with pytest.raises(ValueError, match="few <= many"):
+        shot_buckets([1, 2], thresholds=(10, 20))
+
+
+@pytest.mark.parametrize(("train_counts", "over", "expected"), [
+    # many [0], medium [1, 2], few [3]; class 3 is absent from the test split (no target, no prediction)
+    ([150, 30, 25, 5], "present", {"many_f1": 2 / 3, "medium_f1": (4 / 7 + 1 / 2) / 2}),
+    ([150, 30, 25, 5], "all", {"many_f1": 2 / 3, "medium_f1": (4 / 7 + 1 / 2) / 2, "few_f1": 0.0}),
+    # many [0, 1], no medium class, few [2, 3]
+    ([150, 130, 10, 5], "present", {"many_f1": (2 / 3 + 4 / 7) / 2, "few_f1": 1 / 2}),
+])
+def test_shot_f1_hand_example_empty_buckets_are_absent(train_counts, over, expected):
+    out = _fit(long_tailed_metrics(4, f1_over=over, train_counts=train_counts))
+    assert {k: v.item() for k, v in out.items() if k.endswith(("many_f1", "medium_f1", "few_f1"))} == \
+        pytest.approx(expected)
+    assert _fit(long_tailed_metrics(4))["f1"].item() == pytest.approx(73 / 126)  # the shared state is unchanged
+
+
+def test_where_the_errors_go_hand_example():
+    confusion = _fit(long_tailed_metrics(4))["confusion"]
+    assert confusion.tolist() == [[3, 1, 1, 0], [1, 2, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
+    # head [0], tail [1, 2] (eval split): tail errors 1 -> 0 and 2 -> 1; one of two went to the head.
+    assert tail_to_head_share(confusion, [0], [1, 2]) == pytest.approx(1 / 2)
+    assert tail_to_head_share(confusion, [0, 1], [2]) == 1.0
+    assert tail_to_head_share(confusion, [1, 2], [3]) is None  # no tail error at all
+    assert top_confusions(confusion) == [(0, 1, 1), (0, 2, 1), (1, 0, 1), (2, 1, 1)]
+    assert top_confusions(confusion, k=2) == [(0, 1, 1), (0, 2, 1)]
+
+
+# Confidences .9 (bin 13 of 15), .62 (bin 9), .7 (bin 10), .5 (bin 7): one example per bin, so
+# ECE = mean |correct - confidence| = (.1 + .38 + .7 + .5) / 4 = .42; class 0's: (.1 + .38) / 2.
+ECE_PROBS = torch.tensor([[0.9, 0.05, 0.05], [0.62, 0.28, 0.10], [0.7, 0.2, 0.1], [0.2, 0.3, 0.5]])
+ECE_TARGET = torch.tensor([0, 0, 1, 2])
+
+
+def test_calibration_error_overall_and_per_group_hand_example():
+    metrics = calibration_metrics(3, {"head": [0], "rest": [1, 2], "none": []})
+    metrics.update(ECE_PROBS[:2], ECE_TARGET[:2])
+    metrics.update(ECE_PROBS[2:], ECE_TARGET[2:])
+    out = {name: value.item() for name, value in metrics.compute().items()}
+    assert out["ece"] == pytest.approx(0.42) and out["head_ece"] == pytest.approx(0.24)
+    assert out["rest_ece"] == pytest.approx(0.6)
+    assert math.isnan(out["none_ece"])  # no example: NaN, left out of the reports
+
+
+def test_temperature_scaling_recovers_a_known_temperature_and_lowers_the_nll():
+    generator = torch.Generator().manual_seed(0)
+    true_logits = 2 * torch.randn(4000, 5, generator=generator)
+    labels = torch.multinomial(true_logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
+    overconfident = 3 * true_logits
+    temperature = fit_temperature(overconfident, labels)
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    nll = torch.nn.functional.cross_entropy
+    assert nll(overconfident / temperature, labels) < nll(overconfident, labels) - 0.1
+
+
+def test_posthoc_tau_is_the_mildest_with_the_best_dev_macro_f1():
+    # Scores = one-hot(label) + log prior (a head-biased model), prior (.8, .2). Subtracting
+    # tau * log prior: at tau .25 class 1 scores (-.167, -.207), still wrong; at .5 every example is right.
+    prior_log = torch.tensor([0.8, 0.2]).log()
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    scores = torch.nn.functional.one_hot(labels, 2).float() + prior_log
+    assert choose_posthoc_tau(scores, labels, prior_log) == 0.5
+    assert choose_posthoc_tau(scores, labels, prior_log, grid=(0.0, 0.25)) == 0.0  # equal F1: the first
 
 
 # --- head_tail_split ------------------------------------------------------------------------
@@ -234,10 +318,12 @@ DIST_TARGET = torch.tensor([0, 0, 0, 1, 1, 2, 3, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 3
 DIST_PREDS = torch.tensor([0, 0, 1, 1, 0, 2, 2, 0, 0, 0, 1, 0, 1, 2, 1, 2, 0, 4, 4, 0])
 DIST_BATCHES = ([slice(0, 3), slice(3, 7)], [slice(7, 12), slice(12, 17), slice(17, 20)])
 DIST_TRAIN_COUNTS = [10, 50, 20, 15, 5]
+DIST_SHOT_COUNTS = [300, 150, 50, 30, 10]  # many [0, 1], medium [2, 3], few [4]
 
 
 def _dist_metrics() -> dict:
-    return {"eval_split": long_tailed_metrics(5), "train_split": long_tailed_metrics(5, class_counts=DIST_TRAIN_COUNTS)}
+    return {"eval_split": long_tailed_metrics(5),
+            "train_split": long_tailed_metrics(5, class_counts=DIST_TRAIN_COUNTS, train_counts=DIST_SHOT_COUNTS)}
 
 
 def _compute_all(batches: list[slice]) -> dict[str, torch.Tensor]:
@@ -265,7 +351,9 @@ def test_distributed_sync_equals_single_process(tmp_path):
     halves = [_compute_all(DIST_BATCHES[0]), _compute_all(DIST_BATCHES[1])]
     # Averaging per-process values would be wrong for every metric: syncing must sum counts.
     for key, value in expected.items():
-        assert not torch.allclose((halves[0][key] + halves[1][key]) / 2, value), key
+        if key in halves[0] and key in halves[1]:  # rank 0 has no few-shot example: no few_f1 of its own
+            assert not torch.allclose((halves[0][key] + halves[1][key]) / 2, value.float()), key
+    assert "train_split.few_f1" not in halves[0] and expected["train_split.few_f1"] == pytest.approx(2 / 3)
 
     out_file = tmp_path / "results.pt"
     mp.start_processes(

@@ -108,9 +108,11 @@ def test_plot_writer_orders_by_test_counts_when_metrics_split_on_each_set(tmp_pa
                                 head_tail_from="eval")
     assert datamodule.metric_class_counts is None
     module = ClsTuningModule(tiny_bert_dir, num_classes=datamodule.num_classes)
-    module.last_test_metrics = {"test/per_class_f1": [c / 100 for c in range(datamodule.num_classes)]}
+    confusion = torch.arange(datamodule.num_classes**2).reshape(datamodule.num_classes, -1) + 1
+    module.last_test_metrics = {"test/per_class_f1": [c / 100 for c in range(datamodule.num_classes)],
+                                "test/confusion_matrix": confusion.tolist()}
     figures = PlotWriter().figures(datamodule, module)
-    assert list(figures) == ["class_distribution.png", "per_class_f1.png", "weight_norms.png"]
+    assert list(figures) == ["class_distribution.png", "per_class_f1.png", "weight_norms.png", "confusion_matrix.png"]
 
     counts = datamodule.class_counts("test")
     order = sorted(range(len(counts)), key=lambda c: -counts[c])  # stable: ties by class index
@@ -121,12 +123,15 @@ def test_plot_writer_orders_by_test_counts_when_metrics_split_on_each_set(tmp_pa
     assert [h for _, h in bars(f1)] == pytest.approx([c / 100 for c in order])
     (norms,) = figures["weight_norms.png"].axes[0].containers
     assert [h for _, h in bars(norms)] == pytest.approx(module.head[-1].weight.norm(dim=1)[order].tolist())
+    shares = figures["confusion_matrix.png"].axes[0].images[0].get_array()  # rows: true class, head to tail
+    ordered = confusion[order][:, order].double()
+    torch.testing.assert_close(torch.as_tensor(shares.data), ordered / ordered.sum(dim=1, keepdim=True))
 
     trainer = SimpleNamespace(is_global_zero=True, datamodule=datamodule, log_dir=str(tmp_path / "logs"),
                               default_root_dir=str(tmp_path))
     PlotWriter(enabled=False).on_test_end(trainer, module)
     PlotWriter(output_dir=str(tmp_path / "plots")).on_test_end(trainer, module)
-    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["plots", *PlotWriter.FILES])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["plots", *PlotWriter.FILES, PlotWriter.CONFUSION_FILE])
 
 
 @pytest.mark.slow

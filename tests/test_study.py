@@ -92,6 +92,40 @@ def test_study_report_tables_claims_and_remedies(tmp_path):
     assert (tmp_path / "tail.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_study_report_many_medium_few_from_per_class_f1_and_training_counts(tmp_path):
+    from report import main as study_report
+
+    from conftest import SHARED_DATA, require_split
+
+    require_split("cmid", "train")
+    labels = json.loads((SHARED_DATA / "cmid" / "label2idx.json").read_text(encoding="utf-8"))
+    rows = (SHARED_DATA / "cmid" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    counts = [0] * len(labels)
+    for row in rows:
+        counts[labels[row.rsplit("\t", 1)[1]]] += 1
+    # F1 1.0 on many-shot classes (> 100 training examples), .5 on medium (20-100), .0 on few (< 20);
+    # prompt-tuning .1 higher on medium classes, one seed .2 higher on few ones
+    bucket_f1 = [1.0 if n > 100 else 0.5 if n >= 20 else 0.0 for n in counts]
+    for seed in (775, 776, 777):
+        for method, extra in (("cls_tuning_tanh", (0, 0)), ("prompt_tuning", (0.1, 0.2 * (seed == 777)))):
+            f1 = [v + (extra[0] if v == 0.5 else extra[1] if v == 0 else 0) for v in bucket_f1]
+            folder = tmp_path / "runs" / f"cmid-{method}-{seed}"
+            folder.mkdir(parents=True)
+            (folder / "run.json").write_text(json.dumps({"dataset": "cmid", "method": method, "seed": seed, "acc": .5,
+                                                         "f1": .5, "head_f1": .5, "tail_f1": .5, "per_class_f1": f1}))
+    study_report(["--runs", str(tmp_path / "runs"), "--output", str(tmp_path), "--data_dir", str(SHARED_DATA)])
+    shots = json.loads((tmp_path / "report.json").read_text())["shots"]
+    assert shots["buckets"]["cmid"] == {"many": sum(n > 100 for n in counts), "medium": sum(20 <= n <= 100 for n in counts),
+                                        "few": sum(n < 20 for n in counts)}
+    cls = next(r for r in shots["runs"] if r["method"] == "cls_tuning_tanh")
+    assert cls["many"] == [1.0] * 3 and cls["medium"] == [0.5] * 3 and cls["few"] == [0.0] * 3
+    (advantage,) = shots["prompt_vs_cls_tuning_tanh"]
+    assert advantage["medium"]["d"] == pytest.approx(10) and advantage["medium"]["verdict"] == "holds"  # no spread
+    assert advantage["few"]["d"] == pytest.approx(20 / 3) and advantage["few"]["verdict"] == "within seed noise"
+    assert advantage["many"]["d"] == pytest.approx(0)
+    assert "Largest advantage per dataset: cmid medium." in (tmp_path / "report.md").read_text()
+
+
 def test_study_grid_sets_run_each_cell_once_one_dataset_at_a_time():
     from grid import cells
     from report import STUDY

@@ -194,7 +194,7 @@ def test_an_objective_the_module_does_not_log_is_named_with_those_it_does(tmp_pa
     require_split("cmid", "dev")
     args = tiny_args(tmp_path, tiny_bert_dir, cache, objective="val/macro_f1")
     with pytest.raises(SystemExit, match=r"^error: tune\.objective='val/macro_f1' is not logged by the module; it logs: "
-                                         r"\['val/acc', 'val/f1', 'val/head_f1', 'val/tail_f1'\]"):
+                                         r"\['val/acc', 'val/f1', .*'val/head_f1', .*'val/tail_f1'.*\]"):
         main(["tune", "--config", str(METHODS / "prompt_tuning.yaml"), *args])
     assert not list((tmp_path / "out").rglob("*.ckpt"))  # refused at the sanity check, before a training step
 

@@ -9,6 +9,8 @@ written by ``reproduce.py``) and writes
   sides); per dataset Kendall's tau-b between our ordering of the methods and the paper's, by
   macro F1 and by tail F1, with the method pairs in agreement; each of the study's claims answered
   per dataset; the remedies against the method they modify and against prompt-tuning;
+- with ``--data_dir`` (or ``$LT_TUNING_DATA``): many/medium/few-shot F1 of each run from its
+  per-class F1 and the training counts, and prompt-tuning's advantage over CLS-tuning per bucket;
 - ``--figure``: tail F1 of every method, one panel per dataset, each seed a dot, the
   prompt-tuning mean as a dashed line.
 
@@ -19,7 +21,7 @@ unless d > 2 se; one of no change ("A changes little") holds when |d| <= 2 se. C
 than two seeds are not judged. Missing cells show as "-" and are listed::
 
     python benchmarks/study/report.py --runs benchmarks/results/study/runs \\
-        --output benchmarks/results/study --figure docs/images/study_tail_f1.png
+        --output benchmarks/results/study --figure docs/images/study_tail_f1.png --data_dir ../shared/data
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,7 @@ from matplotlib.figure import Figure
 
 from lt_tuning.io import atomic_write_json, atomic_write_text
 from lt_tuning.plots import save_figure
-from lt_tuning.results import aggregate_runs
+from lt_tuning.results import aggregate_runs, load_run
 
 DATASETS = ("cmid", "ctc", "r52")
 SEEDS = (775, 776, 777)
@@ -339,14 +342,79 @@ def report(rows: dict) -> tuple[str, dict[str, Any]]:
     return "".join(text), numbers
 
 
+# --- many / medium / few-shot classes (issue 34) ---------------------------------------------
+
+SHOT_METHODS = {"cls_tuning_tanh": "CLS-tuning (T)", "cls_tuning_relu": "CLS-tuning (R)",
+                "cls_tuning_pt_ln": "w/ pt. LN", "prompt_tuning": "Prompt-tuning"}
+
+
+def shot_f1(runs_dir: Path, data_dir: Path) -> tuple[str, dict[str, Any]]:
+    """Many/medium/few-shot F1 of every finished run from its ``per_class_f1`` and its dataset's
+    training counts (``data_dir/<dataset>/train.tsv``): more than 100, 20 to 100, fewer than 20
+    examples. Every class of the three datasets has test examples, so a bucket's F1 is the plain
+    mean over its classes, as lt-tuning's ``many_f1``... compute it. Returns the Markdown section,
+    with where prompt-tuning's advantage over CLS-tuning (T) lies, and its numbers."""
+    from lt_tuning.data import CMIDDataModule, CTCDataModule, R52DataModule
+    from lt_tuning.metrics import SHOTS, shot_buckets
+
+    modules = {"cmid": CMIDDataModule, "ctc": CTCDataModule, "r52": R52DataModule}
+    buckets = {name: shot_buckets(module(data_dir=str(data_dir)).class_counts("train"))
+               for name, module in modules.items()}
+    values: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for path in sorted(runs_dir.glob("*/run.json")):
+        run = load_run(path.parent)
+        if "per_class_f1" not in run or run["dataset"] not in buckets:
+            continue
+        cell = values.setdefault((run["dataset"], run["method"]), {shot: [] for shot in SHOTS})
+        for shot, classes in buckets[run["dataset"]].items():
+            cell[shot].append(float(np.mean([run["per_class_f1"][c] for c in classes])))
+    text = ["\n## Many / medium / few-shot F1\n",
+            "Test F1 averaged over the classes with more than 100 (many), 20 to 100 (medium) and fewer than 20 "
+            "(few) training examples, from each run's per-class F1 (no rerun); mean (population std) over seeds. "
+            "Classes per bucket: " + "; ".join(f"{d} {'/'.join(str(len(b[s])) for s in SHOTS)}"
+                                              for d, b in buckets.items()) + ".\n\n",
+            "| method | " + " | ".join(f"{d} {s}" for d in DATASETS for s in SHOTS) + " |\n",
+            "|---|" + "---|" * len(DATASETS) * len(SHOTS) + "\n"]
+    for method, label in SHOT_METHODS.items():
+        cells = [f"{100 * np.mean(v):.1f} ({100 * np.std(v):.1f})" if (v := values.get((d, method), {}).get(s))
+                 else "-" for d in DATASETS for s in SHOTS]
+        text.append(f"| {label} | " + " | ".join(cells) + " |\n")
+    text += ["\nPrompt-tuning minus CLS-tuning (T), points (se), verdict by the rule above:\n\n",
+             "| dataset | " + " | ".join(SHOTS) + " |\n", "|---|" + "---|" * len(SHOTS) + "\n"]
+    advantage = []
+    for dataset in DATASETS:
+        prompt, cls = values.get((dataset, "prompt_tuning")), values.get((dataset, "cls_tuning_tanh"))
+        if not prompt or not cls:
+            continue
+        row = {"dataset": dataset}
+        for shot in SHOTS:
+            diff = difference(prompt[shot], cls[shot])
+            row[shot] = {**diff, "verdict": verdict("better", diff["d"], diff["se"])}
+        advantage.append(row)
+        text.append(f"| {dataset} | " + " | ".join(f"{signed(row[s]['d'], row[s]['se'])} {row[s]['verdict']}"
+                                                  for s in SHOTS) + " |\n")
+    if advantage:
+        largest = [f"{row['dataset']} {max(SHOTS, key=lambda shot: row[shot]['d'])}" for row in advantage]
+        text.append(f"\nLargest advantage per dataset: {', '.join(largest)}.\n")
+    numbers = {"buckets": {d: {s: len(c) for s, c in b.items()} for d, b in buckets.items()},
+               "runs": [{"dataset": d, "method": m, **v} for (d, m), v in sorted(values.items())],
+               "prompt_vs_cls_tuning_tanh": advantage}
+    return "".join(text), numbers
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/results/study/runs"))
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/study"))
     parser.add_argument("--figure", type=Path, help="PNG of the tail F1 per method (e.g. docs/images/study_tail_f1.png)")
+    parser.add_argument("--data_dir", type=Path, default=os.environ.get("LT_TUNING_DATA"),
+                        help="the datasets' folder, for the many/medium/few-shot section (default $LT_TUNING_DATA)")
     args = parser.parse_args(argv)
     rows = collect(args.runs)
     text, numbers = report(rows)
+    if args.data_dir:
+        shots, numbers["shots"] = shot_f1(args.runs, args.data_dir)
+        text += shots
     atomic_write_json(args.output / "report.json", numbers)
     atomic_write_text(args.output / "report.md", "# The whole study on the own backbone\n\n" + text)
     print(text)

@@ -69,11 +69,12 @@ def gather_dicts(part: dict, world_size: int) -> dict:
 
 
 class TestMetricsWriter(Callback):
-    """After a test, write the module's metrics (acc, macro F1, head/tail F1, per-class F1) as
+    """After a test, write the module's metrics (acc, macro F1, head/tail and many/medium/few-shot
+    F1, per-class F1, the confusion matrix and where the tail's errors go, calibration errors) as
     ``test_metrics.json`` in the trainer's log dir, from the global-zero process (the metrics
-    are reduced over all processes already). With a :class:`LongTailedDataModule`, the head and
-    tail classes are named too, head to tail, with the class counts that split them (see
-    :func:`name_head_tail`)."""
+    are reduced over all processes already). With a :class:`LongTailedDataModule`, classes are
+    named (see :func:`name_head_tail`), so that ``lt-tuning report`` needs the folder alone.
+    An empty group (no head class, no few-shot class...) has no F1 key at all."""
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         result = getattr(pl_module, "last_test_metrics", None)
@@ -85,16 +86,25 @@ class TestMetricsWriter(Callback):
 
 
 def name_head_tail(result: dict[str, Any], datamodule: LongTailedDataModule) -> dict[str, Any]:
-    """``result`` with its head/tail class indices as label names: ``head_classes`` and
-    ``tail_classes`` (head to tail), and ``head_tail_counts``: the split whose counts divided
-    them (``test``, or ``train`` with ``head_tail_from="train"``) and each class's count, in
-    that order (classes absent from the test split, in neither group under the default rule, last)."""
+    """``result`` with its class indices as label names: ``head_classes`` and ``tail_classes``
+    (head to tail); ``head_tail_counts``: the split whose counts divided them (``test``, or
+    ``train`` with ``head_tail_from="train"``) and each class's count, in that order (classes
+    absent from the test split, in neither group under the default rule, last); ``shot_classes``
+    (many/medium/few-shot) and ``top_confusions`` (``[true, predicted, count]``). Also
+    ``labels`` (index order, that of ``per_class_f1``, ``confusion_matrix`` and
+    ``train_class_counts``) and the head/tail ratio."""
     result, names = dict(result), datamodule.label_names
     head, tail, counts = (result.pop(f"test/{key}") for key in ("head_classes", "tail_classes", "head_tail_counts"))
     order = head + tail + [c for c in range(len(names)) if c not in head + tail]
-    return {**result, "head_classes": [names[c] for c in head], "tail_classes": [names[c] for c in tail],
-            "head_tail_counts": {"split": "train" if datamodule.head_tail_from == "train" else "test",
-                                 "counts": {names[c]: counts[c] for c in order}}}
+    named = {"labels": names, "head_tail_ratio": datamodule.head_tail_ratio,
+             "head_classes": [names[c] for c in head], "tail_classes": [names[c] for c in tail],
+             "head_tail_counts": {"split": "train" if datamodule.head_tail_from == "train" else "test",
+                                  "counts": {names[c]: counts[c] for c in order}},
+             "top_confusions": [[names[t], names[p], n] for t, p, n in result.pop("test/top_confusions", [])]}
+    if "test/shot_classes" in result:
+        named["shot_classes"] = {shot: [names[c] for c in classes]
+                                 for shot, classes in result.pop("test/shot_classes").items()}
+    return {**result, **named}
 
 
 class PlotWriter(Callback):
@@ -104,7 +114,9 @@ class PlotWriter(Callback):
     per-class F1) and ``weight_norms.png`` (the module's ``class_weight_norms``), all
     in training-count order with the head/tail boundary of the DataModule's ratio. With
     ``head_tail_from="eval"`` (no training counts for the metrics) the test split's counts
-    order the classes, as they split the test metrics. Written by the global-zero process.
+    order the classes, as they split the test metrics. And ``confusion_matrix.png``, the test's
+    confusion matrix in that order (:func:`~lt_tuning.plots.confusion_matrix_figure`). Written
+    by the global-zero process.
 
     Args:
         enabled: ``False`` writes nothing (``--plots.enabled false``).
@@ -112,6 +124,7 @@ class PlotWriter(Callback):
     """
 
     FILES = ("class_distribution.png", "per_class_f1.png", "weight_norms.png")
+    CONFUSION_FILE = "confusion_matrix.png"  # where the test's metrics hold a confusion matrix
 
     def __init__(self, enabled: bool = True, output_dir: str | None = None) -> None:
         self.enabled = enabled
@@ -135,8 +148,13 @@ class PlotWriter(Callback):
         """The figures of ``module``'s latest test, by file name."""
         counts = datamodule.metric_class_counts or datamodule.class_counts("test")
         ratio, names, run = datamodule.head_tail_ratio, datamodule.label_names, type(module).__name__
-        return dict(zip(self.FILES, (
+        metrics = module.last_test_metrics
+        figures = dict(zip(self.FILES, (
             plots.class_distribution_figure(counts, ratio, names),
-            plots.per_class_f1_figure({run: module.last_test_metrics["test/per_class_f1"]}, counts, ratio, names),
+            plots.per_class_f1_figure({run: metrics["test/per_class_f1"]}, counts, ratio, names),
             plots.weight_norms_figure({run: module.class_weight_norms()}, counts, ratio, names),
         )))
+        if "test/confusion_matrix" in metrics:
+            figures[self.CONFUSION_FILE] = plots.confusion_matrix_figure(metrics["test/confusion_matrix"], counts,
+                                                                         ratio, names, title=f"Confusion matrix of {run}")
+        return figures

@@ -2,9 +2,9 @@
 
 torchmetrics counts true/false positives and negatives per class (``average=None`` states,
 summed across processes, so F1 comes from global counts, never from averaged batches or
-ranks). lt-tuning adds only the study's macro F1 option and the head/tail reduction. Every
-metric of :func:`long_tailed_metrics` keeps the same per-class states, so its
-``MetricCollection`` holds them once (one compute group).
+ranks). lt-tuning adds only the study's macro F1 option and the head/tail and many/medium/few
+reductions. Every F1 of :func:`long_tailed_metrics` keeps the same per-class states, so its
+``MetricCollection`` holds them once (one compute group); the confusion matrix is the other.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from typing import Any, Literal
 
 from torch import Tensor
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.utilities import rank_zero_warn
 
-from lt_tuning.metrics.split import check_ratio, head_tail_f1, head_tail_split
+from lt_tuning.metrics.shots import SHOT_THRESHOLDS, ShotF1
+from lt_tuning.metrics.split import check_ratio, empty_head_warning, head_tail_f1, head_tail_split
 
 MacroOver = Literal["present", "all"]
 
@@ -53,6 +55,8 @@ class HeadTailF1(MulticlassF1Score):
     choice) it is fixed at construction and absent classes count F1 = 0 in their group.
     ``split`` holds that fixed ``(head, tail)``, or ``None``; ``last_split`` and ``last_counts``
     the split and the per-class counts of the latest ``compute`` (either rule), to report them.
+    When one class alone holds ``ratio`` of the examples or more, the head is empty: ``compute``
+    warns, naming the class and its share, and leaves ``head_f1`` out.
     """
 
     def __init__(self, num_classes: int, ratio: float = 0.65, class_counts: Sequence[int] | None = None,
@@ -70,25 +74,35 @@ class HeadTailF1(MulticlassF1Score):
         self.last_counts: list[int] | None = None
 
     def compute(self) -> dict[str, Tensor]:
-        """``{"head_f1": tensor, "tail_f1": tensor}``, scalar float tensors (0.0 for an empty group)."""
+        """``{"head_f1": tensor, "tail_f1": tensor}``, scalar float tensors; an empty group's key left out."""
         split, counts = self.split, self.counts
         if split is None:
             tp, _, _, fn = self._final_state()
             counts = (tp + fn).tolist()
             split = head_tail_split(counts, self.ratio, ignore_absent=True) if any(counts) else ([], [])
         self.last_split, self.last_counts = split, counts
+        reason = empty_head_warning(counts, self.ratio) if not split[0] else None
+        if reason:
+            rank_zero_warn(f"Head/tail split: {reason}")
         return head_tail_f1(super().compute(), *split)
 
 
 def long_tailed_metrics(num_classes: int, ratio: float = 0.65, class_counts: Sequence[int] | None = None,
-                        f1_over: MacroOver = "present") -> MetricCollection:
-    """``acc``, ``f1`` (:class:`MacroF1`), ``per_class_f1`` and ``head_f1``/``tail_f1`` on one
-    set of per-class counts (a single compute group)."""
-    return MetricCollection({
+                        f1_over: MacroOver = "present", train_counts: Sequence[int] | None = None,
+                        shot_thresholds: Sequence[int] = SHOT_THRESHOLDS) -> MetricCollection:
+    """``acc``, ``f1`` (:class:`MacroF1`), ``per_class_f1``, ``head_f1``/``tail_f1`` and, given
+    the training counts, ``many_f1``/``medium_f1``/``few_f1`` (:class:`~lt_tuning.metrics.ShotF1`),
+    all on one set of per-class counts (a single compute group); and ``confusion``, the
+    confusion matrix (rows: true class), where the errors go."""
+    metrics = {
         # Support-weighted per-class recall is sum(tp) / N, plain accuracy; "micro" would keep
         # a state of its own instead of sharing the per-class counts.
         "acc": MulticlassAccuracy(num_classes, average="weighted"),
         "f1": MacroF1(num_classes, over=f1_over),
         "per_class_f1": MulticlassF1Score(num_classes, average=None),
         "head_tail": HeadTailF1(num_classes, ratio=ratio, class_counts=class_counts),
-    })
+        "confusion": MulticlassConfusionMatrix(num_classes),
+    }
+    if train_counts is not None:
+        metrics["shots"] = ShotF1(num_classes, train_counts, shot_thresholds, over=f1_over)
+    return MetricCollection(metrics)

@@ -1,11 +1,15 @@
-"""Head/tail class split of a long-tailed label distribution, and the per-group mean of a score."""
+"""Head/tail class split of a long-tailed label distribution, and the per-group mean of a score.
+
+Plain Python at import (no torch), so that figures and reports of finished runs load light.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def check_ratio(ratio: float, name: str = "ratio") -> None:
@@ -35,10 +39,9 @@ def head_tail_split(
         ``(head, tail)`` class indices, each in descending-frequency order.
     """
     check_ratio(ratio)
-    counts = torch.as_tensor(counts)
-    if counts.ndim != 1:
-        raise ValueError(f"`counts` must be 1-D, got shape {tuple(counts.shape)}.")
-    values: list[int] = counts.tolist()
+    values: list[int] = counts.tolist() if hasattr(counts, "tolist") else list(counts)
+    if any(not isinstance(value, (int, float)) for value in values):
+        raise ValueError(f"`counts` must be 1-D, one count per class, got {values!r}.")
     if any(c < 0 for c in values):
         raise ValueError("`counts` must be non-negative.")
     total = sum(values)
@@ -60,9 +63,22 @@ def head_tail_split(
 
 
 def head_tail_f1(per_class_f1: Tensor, head: Sequence[int], tail: Sequence[int]) -> dict[str, Tensor]:
-    """Mean of ``per_class_f1`` over the ``head`` and over the ``tail`` classes (0.0 for an empty group)."""
-    zero = per_class_f1.new_zeros(())
-    return {
-        "head_f1": per_class_f1[list(head)].mean() if len(head) else zero,
-        "tail_f1": per_class_f1[list(tail)].mean() if len(tail) else zero,
-    }
+    """Mean of ``per_class_f1`` over the ``head`` and over the ``tail`` classes; an empty group
+    has no F1 and its key is left out (0.0 would read as a group the model always gets wrong)."""
+    groups = {"head_f1": list(head), "tail_f1": list(tail)}
+    return {name: per_class_f1[classes].mean() for name, classes in groups.items() if classes}
+
+
+def empty_head_warning(counts: Sequence[int], ratio: float) -> str | None:
+    """Why the head of :func:`head_tail_split` is empty, or None when it is not: the most
+    frequent class alone holds at least ``ratio`` of the examples."""
+    total = sum(counts)
+    if not total:
+        return None
+    top = max(range(len(counts)), key=lambda c: (counts[c], -c))
+    share = counts[top] / total
+    if share < ratio:
+        return None
+    return (f"class {top} alone holds {share:.1%} of the examples, not less than the head/tail ratio {ratio:g}: "
+            "the head is empty, so head F1 is absent and every class is tail. Raise head_tail_ratio above "
+            f"{share:.3f} for a head.")

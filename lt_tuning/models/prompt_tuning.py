@@ -53,6 +53,7 @@ class PromptTuningModule(LongTailedClassifier):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A module built without a verbalizer takes the checkpoint's (loaded right after this)."""
+        super().on_load_checkpoint(checkpoint)
         if self.verbalizer is None:
             state = checkpoint["state_dict"]
             self.verbalizer = Verbalizer(state["verbalizer.token_ids"], state["verbalizer.mask"])
