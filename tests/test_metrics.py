@@ -319,18 +319,20 @@ DIST_PREDS = torch.tensor([0, 0, 1, 1, 0, 2, 2, 0, 0, 0, 1, 0, 1, 2, 1, 2, 0, 4,
 DIST_BATCHES = ([slice(0, 3), slice(3, 7)], [slice(7, 12), slice(12, 17), slice(17, 20)])
 DIST_TRAIN_COUNTS = [10, 50, 20, 15, 5]
 DIST_SHOT_COUNTS = [300, 150, 50, 30, 10]  # many [0, 1], medium [2, 3], few [4]
+DIST_PROBS = (torch.arange(100.0).reshape(20, 5).sin() * 3).softmax(dim=-1)  # for the calibration error
 
 
 def _dist_metrics() -> dict:
     return {"eval_split": long_tailed_metrics(5),
-            "train_split": long_tailed_metrics(5, class_counts=DIST_TRAIN_COUNTS, train_counts=DIST_SHOT_COUNTS)}
+            "train_split": long_tailed_metrics(5, class_counts=DIST_TRAIN_COUNTS, train_counts=DIST_SHOT_COUNTS),
+            "calibration": calibration_metrics(5, {"few": [4], "tail": [3, 4]})}
 
 
 def _compute_all(batches: list[slice]) -> dict[str, torch.Tensor]:
     results = {}
     for name, metrics in _dist_metrics().items():
         for part in batches:
-            metrics.update(DIST_PREDS[part], DIST_TARGET[part])
+            metrics.update((DIST_PROBS if name == "calibration" else DIST_PREDS)[part], DIST_TARGET[part])
         results.update({f"{name}.{key}": value for key, value in metrics.compute().items()})
     return results
 

@@ -34,7 +34,10 @@ class ClassGroupCalibrationError(MulticlassCalibrationError):
             super().update(preds, target)
 
     def compute(self) -> Tensor:
-        if not self.confidences or dim_zero_cat(self.confidences).numel() == 0:
+        # a list of batches in one process; one tensor once synced across processes
+        seen = self.confidences if isinstance(self.confidences, Tensor) else \
+            dim_zero_cat(self.confidences) if self.confidences else torch.empty(0)
+        if seen.numel() == 0:
             return torch.tensor(float("nan"))
         return super().compute()
 
