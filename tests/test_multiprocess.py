@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, SHARED_DATA, require_split
+from lt_tuning.callbacks import PlotWriter
 from lt_tuning.cli import main
 from lt_tuning.data.loaders import train_loader
 
@@ -68,8 +69,7 @@ def test_two_processes_fit_test_and_predict_as_one_process(tmp_path, tiny_bert_d
     assert fit.stdout.count("test/tail_f1") == 1
     [fitted] = metrics_files(fit_dir)
     [log_dir] = [path.parent for path in fit_dir.rglob("test_metrics.json")]
-    assert sorted(path.name for path in log_dir.glob("*.png")) == [
-        "class_distribution.png", "per_class_f1.png", "weight_norms.png"]
+    assert sorted(path.name for path in log_dir.glob("*.png")) == sorted([*PlotWriter.FILES, PlotWriter.CONFUSION_FILE])
     [best] = log_dir.glob("checkpoints/best-step=*.ckpt")
     assert 0 < fitted["test/acc"] < 1  # a result that can tell the processes' shares apart
     # fit's test ran on 2 processes: it equals a 1-process test of the same checkpoint
