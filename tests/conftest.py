@@ -23,6 +23,17 @@ TASKS = ("cmid", "iflytek", "ctc", "msra", "r52")
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+# The slowest test files (seconds of a worker, measured), started first: the workers (a file stays
+# on one) then finish together instead of one running the last long file alone.
+SLOWEST_FIRST = ("test_pretraining.py", "test_tune.py", "test_multiprocess.py", "test_inference.py", "test_cli.py",
+                 "test_notebook.py", "test_reliability.py", "test_models.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order, then test order kept
+
+
 def write_bert_tokenizer(folder: Path, tokens: list[str]) -> str:
     """Write a BERT WordPiece vocabulary (special tokens first) that AutoTokenizer loads."""
     folder.mkdir(parents=True, exist_ok=True)
