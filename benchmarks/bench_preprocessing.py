@@ -131,7 +131,7 @@ def main() -> None:
 
             def reference_loop(tokenizer=slow, key="reference"):
                 start = time.perf_counter()
-                built = {split: reference_build(columns[split]["text_a"], columns[split]["label"], probe.template_text,
+                built = {split: reference_build(columns[split]["text_a"], columns[split]["label"], probe.template,
                                                 tokenizer, probe.max_length) for split in SPLITS}
                 elapsed = time.perf_counter() - start
                 state[key] = built
@@ -169,7 +169,7 @@ def main() -> None:
                 "examples": n_examples,
                 "splits": list(SPLITS),
                 "max_length": probe.max_length,
-                "template": probe.template_text,
+                "template": probe.template,
                 "seconds": {name: C.summary(values) for name, values in times.items()},
                 "speedup_first_run_vs_reference": C.summary(speedup, 2),
                 "speedup_cached_run_vs_reference": C.summary(speedup_cached, 2),

@@ -3,7 +3,7 @@
 A checkpoint of ``fit`` holds everything classifying new text needs: the module's weights and
 arguments, its backbone's config (:meth:`LongTailedClassifier.on_save_checkpoint`), and the
 DataModule's tokenizer files, label names and words, template, text fields and ``max_length``
-(:meth:`LongTailedDataModule.inference_spec`). :func:`load_torch_classifier` rebuilds the
+(:attr:`LongTailedDataModule.inference_spec`). :func:`load_torch_classifier` rebuilds the
 classifier from that alone; :func:`export_classifier` writes a folder: PyTorch weights that
 transformers loads too where a variant has a transformers equivalent, or an ONNX graph
 (:mod:`lt_tuning.onnx_export`) that runs without torch (:mod:`lt_tuning.onnx_runtime`).

@@ -1,7 +1,7 @@
 """What a saved classifier is besides its weights and tokenizer: :class:`ClassifierSettings`.
 
 A checkpoint of ``fit`` carries these settings (the DataModule's
-:meth:`~lt_tuning.data.LongTailedDataModule.inference_spec`, the module's class and arguments);
+:attr:`~lt_tuning.data.LongTailedDataModule.inference_spec`, the module's class and arguments);
 an exported folder holds them as ``lt_tuning.json`` beside the tokenizer's own files. Reading
 them imports neither torch nor transformers, so that an ONNX folder classifies without either.
 """

@@ -152,7 +152,7 @@ def test_method_config_values_reach_the_module(method, tiny_bert_dir):
     for key, value in config["model"].get("init_args", {}).items():
         assert model.hparams[key] == value, key
     data_args = config.get("data", {}).get("init_args", {})
-    assert set(data_args) <= {"template"} and data.template_text == data_args.get("template", data.template_text)
+    assert set(data_args) <= {"template"} and data.template == data_args.get("template", data.template)
     assert model.num_classes == data.num_classes and data.input_format == model.input_format
     if isinstance(model, PromptTuningModule):
         assert model.verbalizer is data.verbalizer

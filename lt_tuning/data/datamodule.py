@@ -88,7 +88,7 @@ class LongTailedDataModule(pl.LightningDataModule):
         self.label_field = label_field
         self.labels = labels
         self._verbalizer = verbalizer
-        self.template_text = template
+        self.template = template
         self.max_length = max_length
         self.head_tail_ratio = head_tail_ratio
         self.head_tail_from = head_tail_from
@@ -159,7 +159,7 @@ class LongTailedDataModule(pl.LightningDataModule):
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         """The fast tokenizer, with the template's pseudo tokens added."""
-        return load_tokenizer(self.model_name_or_path, self.template_text)
+        return load_tokenizer(self.model_name_or_path, self.template)
 
     @property
     def vocab_size(self) -> int:
@@ -167,8 +167,9 @@ class LongTailedDataModule(pl.LightningDataModule):
         return len(self.tokenizer)
 
     @cached_property
-    def template(self) -> Template:
-        return Template.parse(self.template_text, self.tokenizer, len(self.text_fields))
+    def prompt_template(self) -> Template:
+        """:attr:`template` parsed into pieces of token ids around the text fields."""
+        return Template.parse(self.template, self.tokenizer, len(self.text_fields))
 
     @property
     def _verbalizer_source(self) -> Mapping[str | int, str] | str | Path | None:
@@ -187,7 +188,7 @@ class LongTailedDataModule(pl.LightningDataModule):
             return None
         source = self._verbalizer_source
         return Verbalizer.from_words(
-            self.label_words, self.label_names, self.tokenizer, self.template.space_before_mask,
+            self.label_words, self.label_names, self.tokenizer, self.prompt_template.space_before_mask,
             source=str(source) if isinstance(source, (str, Path)) else "verbalizer",
         )
 
@@ -239,7 +240,7 @@ class LongTailedDataModule(pl.LightningDataModule):
     def encode(self, split: str, input_format: InputFormat) -> datasets.Dataset:
         """Tokenized ``split`` in ``input_format``; cached on disk across runs."""
         columns = self._examples(split)  # first: a missing or bad file is reported as such
-        return encode_columns(columns, self.tokenizer, self.template if input_format == "prompt" else None,
+        return encode_columns(columns, self.tokenizer, self.prompt_template if input_format == "prompt" else None,
                               self.max_length, self.cache_dir / f"{split}-{input_format}")
 
     # --- LightningDataModule hooks -----------------------------------------------------
@@ -315,22 +316,23 @@ class LongTailedDataModule(pl.LightningDataModule):
         after (:func:`~lt_tuning.inference.prediction_columns`)."""
         return {"labels": self.label_names, "text_fields": self.text_fields, "label_field": self.label_field}
 
+    @property
     def inference_spec(self) -> dict[str, Any]:
         """What classifying new text needs besides the weights: the :attr:`label_spec`, label
         words, template, ``max_length``, input format and the tokenizer's files."""
         with tempfile.TemporaryDirectory() as folder:
             self.tokenizer.save_pretrained(folder)
             files = {path.name: path.read_bytes() for path in Path(folder).iterdir()}
-        return {**self.label_spec, "label_words": self.label_words, "template": self.template_text,
+        return {**self.label_spec, "label_words": self.label_words, "template": self.template,
                 "max_length": self.max_length, "input_format": self.input_format, "tokenizer_files": files}
 
     def state_dict(self) -> dict[str, Any]:
-        """Saved in every checkpoint: the :meth:`inference_spec` (a checkpoint then classifies raw
+        """Saved in every checkpoint: the :attr:`inference_spec` (a checkpoint then classifies raw
         text on its own, see :func:`lt_tuning.load_classifier`) and the training loader's place in
         its epoch. The latter is not left to Lightning's stateful-loader support, which drops it on
         resume when ``trainer.estimated_stepping_batches`` was read before, as for our LR schedule
         (Lightning #20550)."""
-        state = {"inference": self.inference_spec()}
+        state = {"inference": self.inference_spec}
         if self._train_loader is not None:
             state["train_loader"] = self._train_loader.position()
         return state
