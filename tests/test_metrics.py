@@ -78,8 +78,10 @@ def test_head_tail_empty_group_is_absent_and_an_empty_head_is_explained():
     assert out["tail_f1"].item() == pytest.approx(1 / 3)
     # One class with 80% of a 3-class evaluated split (the R52-subset case): accuracy 1, no head F1.
     target = torch.tensor([2] * 8 + [0, 1])
-    with pytest.warns(UserWarning, match=r"class 2 alone holds 80.0% .* above 0.800"):
-        out = _fit(long_tailed_metrics(3), target, target)
+    metrics = long_tailed_metrics(3)
+    metrics["head_tail"].label_names = ["earn", "acq", "crude"]  # as a module sets them from its DataModule
+    with pytest.warns(UserWarning, match=r"class 2 \(crude\) alone holds 80.0% .* above 0.800"):
+        out = _fit(metrics, target, target)
     assert out["acc"].item() == 1.0 and out["tail_f1"].item() == 1.0 and "head_f1" not in out
     with pytest.warns(UserWarning, match="before the ``update``"):  # no example at all: both groups empty
         assert HeadTailF1(3).compute() == {}
@@ -369,3 +371,14 @@ def test_distributed_sync_equals_single_process(tmp_path):
     assert synced.keys() == expected.keys()
     for key, value in expected.items():
         torch.testing.assert_close(synced[key], value, msg=key)
+
+
+def test_a_module_gives_its_metrics_the_datamodules_label_names(tiny_bert_dir):
+    from types import SimpleNamespace
+
+    from conftest import prompt_module
+
+    module = prompt_module(tiny_bert_dir)
+    module._trainer = SimpleNamespace(datamodule=SimpleNamespace(label_names=["a", "b", "c"]))  # as fit attaches it
+    module.setup("test")
+    assert [stage["head_tail"].label_names for stage in module.metrics.values()] == [["a", "b", "c"]] * 2

@@ -72,6 +72,7 @@ class HeadTailF1(MulticlassF1Score):
             self.split = head_tail_split(self.counts, ratio)
         self.last_split: tuple[list[int], list[int]] | None = None
         self.last_counts: list[int] | None = None
+        self.label_names: list[str] | None = None  # names the class of an empty-head warning (a module sets it)
 
     def compute(self) -> dict[str, Tensor]:
         """``{"head_f1": tensor, "tail_f1": tensor}``, scalar float tensors; an empty group's key left out."""
@@ -81,7 +82,7 @@ class HeadTailF1(MulticlassF1Score):
             counts = (tp + fn).tolist()
             split = head_tail_split(counts, self.ratio, ignore_absent=True) if any(counts) else ([], [])
         self.last_split, self.last_counts = split, counts
-        reason = empty_head_warning(counts, self.ratio) if not split[0] else None
+        reason = empty_head_warning(counts, self.ratio, self.label_names) if not split[0] else None
         if reason:
             rank_zero_warn(f"Head/tail split: {reason}")
         return head_tail_f1(super().compute(), *split)

@@ -69,9 +69,9 @@ def head_tail_f1(per_class_f1: Tensor, head: Sequence[int], tail: Sequence[int])
     return {name: per_class_f1[classes].mean() for name, classes in groups.items() if classes}
 
 
-def empty_head_warning(counts: Sequence[int], ratio: float) -> str | None:
+def empty_head_warning(counts: Sequence[int], ratio: float, label_names: Sequence[str] | None = None) -> str | None:
     """Why the head of :func:`head_tail_split` is empty, or None when it is not: the most
-    frequent class alone holds at least ``ratio`` of the examples."""
+    frequent class alone holds at least ``ratio`` of the examples (named by ``label_names`` where given)."""
     total = sum(counts)
     if not total:
         return None
@@ -79,6 +79,7 @@ def empty_head_warning(counts: Sequence[int], ratio: float) -> str | None:
     share = counts[top] / total
     if share < ratio:
         return None
-    return (f"class {top} alone holds {share:.1%} of the examples, not less than the head/tail ratio {ratio:g}: "
+    name = f"class {top} ({label_names[top]})" if label_names is not None else f"class {top}"
+    return (f"{name} alone holds {share:.1%} of the examples, not less than the head/tail ratio {ratio:g}: "
             "the head is empty, so head F1 is absent and every class is tail. Raise head_tail_ratio above "
             f"{share:.3f} for a head.")

@@ -199,6 +199,12 @@ class LongTailedClassifier(pl.LightningModule):
 
     # --- steps --------------------------------------------------------------------------
 
+    def setup(self, stage: str) -> None:
+        """Give the metrics the DataModule's label names, for their messages."""
+        names = getattr(self.trainer.datamodule, "label_names", None)  # None without a DataModule of lt-tuning
+        for metrics in self.metrics.values():
+            metrics["head_tail"].label_names = names
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch)
         if self.hparams.logit_adjustment == "loss":
