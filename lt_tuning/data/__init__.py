@@ -7,8 +7,9 @@ needs no Lightning (:mod:`~lt_tuning.data.reading`, :mod:`~lt_tuning.data.prompt
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lt_tuning._lazy import lazy_names
 
 # public name -> the module of this package that defines it
 _EXPORTS = {
@@ -38,16 +39,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lt_tuning.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"lt_tuning.data.{_EXPORTS[name]}"), name)
-    globals()[name] = value  # once imported, a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly

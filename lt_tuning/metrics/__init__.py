@@ -7,8 +7,9 @@ serve figures and reports without importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lt_tuning._lazy import lazy_names
 
 _EXPORTS = {
     "ECE_BINS": "calibration", "ClassGroupCalibrationError": "calibration", "calibration_metrics": "calibration",
@@ -21,12 +22,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lt_tuning.metrics' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"lt_tuning.metrics.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:
