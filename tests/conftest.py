@@ -29,6 +29,14 @@ SLOWEST_FIRST = ("test_pretraining.py", "test_tune.py", "test_multiprocess.py", 
                  "test_notebook.py", "test_reliability.py", "test_models.py")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In pytest-xdist's controller, import the training stack before the workers report: it
+    rebuilds their warnings' categories (Lightning's, torch's) in one thread per worker, and two
+    threads importing torch for the first time at once fail ("partially initialized module 'torch'")."""
+    if not hasattr(config, "workerinput"):
+        import pytorch_lightning  # noqa: F401  (torch, lightning_fabric, torchmetrics)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: position for position, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order, then test order kept

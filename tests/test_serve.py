@@ -69,11 +69,27 @@ def server(saved, tmp_path_factory):
     while call_ok(f"{url}/health") != "ok":
         assert process.poll() is None and time.monotonic() < deadline, (folder.parent / "serve.log").read_text()[-3000:]
         time.sleep(0.5)
-    yield {"url": url, "process": process, "classifier": load_classifier(folder), "run": saved["prompt_tuning"],
-           "log": folder.parent / "serve.log"}
-    if process.poll() is None:
-        process.kill()
-    log.close()
+    try:
+        yield {"url": url, "process": process, "classifier": load_classifier(folder), "run": saved["prompt_tuning"],
+               "log": folder.parent / "serve.log"}
+        # After the module's tests, in whatever order they ran: SIGTERM stops the server and its workers cleanly.
+        stop_with_sigterm(process, url, folder.parent / "serve.log")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+
+
+def stop_with_sigterm(process: subprocess.Popen, url: str, log: Path) -> None:
+    workers = children(process.pid)
+    assert workers  # LitServe's inference worker and API server processes
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+    time.sleep(1)
+    assert not {pid for pid in workers if Path(f"/proc/{pid}").exists() and
+                Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
+    assert call_ok(f"{url}/health") is None
+    assert process.returncode == 0 and "Traceback" not in log.read_text()
 
 
 def call_ok(url: str) -> str | None:
@@ -131,16 +147,3 @@ def test_concurrent_requests_are_batched_with_unbatched_results(server):
         assert status == 200
         served = {entry["label"]: entry["probability"] for entry in body["predictions"][0]["top_k"]}
         assert np.abs(np.array([served[label] for label in labels]) - p).max() < 1e-6
-
-
-def test_sigterm_stops_the_server_and_its_workers(server):
-    process = server["process"]
-    workers = children(process.pid)
-    assert workers  # LitServe's inference worker and API server processes
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
-    time.sleep(1)
-    assert not {pid for pid in workers if Path(f"/proc/{pid}").exists() and
-                Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
-    assert call_ok(f"{server['url']}/health") is None
-    assert process.returncode == 0 and "Traceback" not in server["log"].read_text()
