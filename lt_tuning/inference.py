@@ -27,7 +27,6 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
 from lt_tuning.classifier import TextClassifier, default_device, load_classifier, load_tokenizer_folder
-from lt_tuning.classifier import prediction_columns  # noqa: F401  (lt_tuning.callbacks imports it from here)
 from lt_tuning.data.prompt import Template
 from lt_tuning.models.backbone import config_only
 from lt_tuning.models.base import LongTailedClassifier

@@ -14,7 +14,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from lt_tuning import plots
 from lt_tuning.data import LongTailedDataModule
 from lt_tuning.data.reading import write_table
-from lt_tuning.inference import prediction_columns
+from lt_tuning.classifier import prediction_columns
 from lt_tuning.io import atomic_write_json
 from lt_tuning.models import LongTailedClassifier
 
