@@ -23,6 +23,7 @@ import yaml
 from conftest import ROOT, SHARED_DATA, require_split
 from lt_tuning.cli import main
 from lt_tuning.commands.lightning import build_cli
+from lt_tuning.tuning import open_storage
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 METHODS = ROOT / "examples" / "methods"
@@ -61,8 +62,8 @@ def wait_for(condition, what: str, timeout: float = 120.0) -> None:
 def trials_of(storage: str, worker: subprocess.Popen | None = None) -> list[optuna.trial.FrozenTrial]:
     if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
         return []  # the worker has not created it yet
-    try:
-        trials = optuna.load_study(study_name="lt-tuning", storage=storage).get_trials()
+    try:  # the library's opener: it retries while a worker is still creating the tables
+        trials = optuna.load_study(study_name="lt-tuning", storage=open_storage(storage, 60)).get_trials()
     except KeyError:  # the study is not created yet
         return []
     mark = f"{socket.gethostname()}:{worker.pid}" if worker else None
