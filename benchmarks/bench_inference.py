@@ -101,9 +101,9 @@ def onnx_part(args, ckpt: Path | str, work: Path) -> dict:
 
     import numpy as np
     import torch
-    from sklearn.metrics import f1_score
 
     from lt_tuning import export_classifier, load_classifier
+    from lt_tuning.metrics import MacroF1
     from lt_tuning.data.reading import read_labelled_file
     from lt_tuning.onnx_runtime import OnnxClassifier
 
@@ -140,7 +140,8 @@ def onnx_part(args, ckpt: Path | str, work: Path) -> dict:
     for name in ("onnx_fp32", "onnx_int8"):
         probs[name] = OnnxClassifier.load(work / name).predict_proba(texts, args.batch_size)
     predicted = {name: value.argmax(axis=1) for name, value in probs.items()}
-    f1 = {name: 100 * f1_score(gold, value, average="macro") for name, value in predicted.items()}
+    f1 = {name: 100 * MacroF1(len(pytorch.labels))(torch.from_numpy(value), torch.tensor(gold)).item()
+          for name, value in predicted.items()}
     agreement = float((predicted["onnx_int8"] == predicted["onnx_fp32"]).mean())
     fp32_difference = float(np.abs(probs["onnx_fp32"] - probs["pytorch"]).max())
     sizes = {"checkpoint": Path(ckpt).stat().st_size,
@@ -175,6 +176,7 @@ def main() -> None:
     from transformers import pipeline
 
     from lt_tuning import export_classifier, load_classifier
+    from lt_tuning.metrics import MacroF1
     from lt_tuning.data.reading import read_labelled_file
 
     texts = read_labelled_file(args.data_dir / "cmid" / "test.tsv", ["text"], None, None)["text_a"][: args.limit]
