@@ -152,10 +152,12 @@ def test_a_bad_text_file_stops_lt_tuning_fit_before_training(tmp_path):
 
 
 def test_tokenization_runs_on_num_proc_processes_and_a_second_run_loads_the_cache(tmp_path, monkeypatch):
+    # At a tenth of the sizes: a pass starts a process per 1,000 texts (BATCH) instead of 10,000.
+    monkeypatch.setattr(packing, "BATCH", 1000)
     folder = tmp_path / "texts"
     folder.mkdir()
-    lines = [f"{i} {ENGLISH[i % len(ENGLISH)]}" for i in range(24_000)]
-    for name, part in (("a.txt", lines[:10_000]), ("b.txt", lines[10_000:])):
+    lines = [f"{i} {ENGLISH[i % len(ENGLISH)]}" for i in range(2_400)]
+    for name, part in (("a.txt", lines[:1_000]), ("b.txt", lines[1_000:])):
         (folder / name).write_text("\n".join(part) + "\n", encoding="utf-8")
 
     def corpus(cache: str, num_proc: int) -> MaskedLMCorpusDataModule:
@@ -171,13 +173,13 @@ def test_tokenization_runs_on_num_proc_processes_and_a_second_run_loads_the_cach
     for language_ in ("zh", "en"):
         assert (one._train_token_counts[language_] == two._train_token_counts[language_]).all()
     # A chunk at a time (each chunk's passes on their own processes): the same held-out texts, blocks, counts.
-    monkeypatch.setattr(packing, "CHUNK", 20_000)
-    chunked = corpus("chunked", 2)
-    assert list(chunked.encode("train")["input_ids"]) == blocks and chunked.heldout_texts == two.heldout_texts
-    assert len(chunked.tokenized("train").cache_files) == 3  # 20,000 texts on 2 processes, the other 3,520 on 1
-    for language_ in ("zh", "en"):
-        assert (chunked._train_token_counts[language_] == two._train_token_counts[language_]).all()
-    monkeypatch.undo()
+    with monkeypatch.context() as chunks:
+        chunks.setattr(packing, "CHUNK", 2_000)
+        chunked = corpus("chunked", 2)
+        assert list(chunked.encode("train")["input_ids"]) == blocks and chunked.heldout_texts == two.heldout_texts
+        assert len(chunked.tokenized("train").cache_files) == 3  # 2,000 texts on 2 processes, the other 352 on 1
+        for language_ in ("zh", "en"):
+            assert (chunked._train_token_counts[language_] == two._train_token_counts[language_]).all()
 
     def never(*args, **kwargs):
         raise AssertionError("read or tokenized again")
@@ -489,22 +491,25 @@ def in_memory_definition(corpus: MaskedLMCorpusDataModule) -> tuple[dict[str, li
     return splits, counts
 
 
-def test_committed_corpus_splits_blocks_and_token_counts_are_the_in_memory_definitions(committed_corpus):
-    splits, counts = in_memory_definition(committed_corpus)
-    assert committed_corpus.heldout_texts == {name.removeprefix("heldout_"): texts
-                                              for name, texts in splits.items() if name != "train"}
-    assert list(committed_corpus.train_texts["text"]) == splits["train"]
-    tokenizer, body = committed_corpus.tokenizer, committed_corpus.max_length - 1
-    for language_, texts in committed_corpus.heldout_texts.items():  # packed 1,000 texts at a time, as before
+def test_corpus_splits_blocks_and_token_counts_are_the_in_memory_definitions(cmid_corpus):
+    """On CMID and a text file (the committed corpus's own held-out batches are checked against
+    the backbone's card below)."""
+    corpus = cmid_corpus
+    splits, counts = in_memory_definition(corpus)
+    assert corpus.heldout_texts == {name.removeprefix("heldout_"): texts
+                                   for name, texts in splits.items() if name != "train"}
+    assert list(corpus.train_texts["text"]) == splits["train"]
+    tokenizer, body = corpus.tokenizer, corpus.max_length - 1
+    for language_, texts in corpus.heldout_texts.items():  # packed 1,000 texts at a time, as before
         expected = []
         for start in range(0, len(texts), 1000):
             stream = [token for ids in tokenizer(texts[start : start + 1000], add_special_tokens=False)["input_ids"]
                       for token in ids + [tokenizer.sep_token_id]]
             expected += [[tokenizer.cls_token_id] + stream[i : i + body] for i in range(0, len(stream), body)
                          if len(stream[i : i + body]) > 1]
-        assert list(committed_corpus.encode(f"heldout_{language_}")["input_ids"]) == expected
+        assert list(corpus.encode(f"heldout_{language_}")["input_ids"]) == expected
     for language_, counter in counts.items():
-        new = committed_corpus._train_token_counts[language_]
+        new = corpus._train_token_counts[language_]
         assert {token: int(count) for token, count in enumerate(new) if count} == dict(counter)
         assert int(new.argmax()) == counter.most_common(1)[0][0]  # the unigram baseline's guess
 
