@@ -81,6 +81,7 @@ class ReleasedTaskDataModule(LongTailedDataModule):
 
     @cached_property
     def task_dir(self) -> Path:
+        """The task's folder: ``data_dir``, ``$LT_TUNING_DATA``, the cache, else a download into the cache."""
         return resolve_task_dir(self.spec.name, self.data_dir, self.download_url)
 
     def prepare_data(self) -> None:
