@@ -113,10 +113,11 @@ def test_evaluation_without_a_checkpoint_is_refused(subcommand, tmp_path, tiny_b
 
 def test_own_data_example_from_readme_trains_and_tests(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the example's relative paths are from the repository root
+    command = code_block("README.md", "examples/own_data/config.yaml").split()
+    assert command[:2] == ["lt-tuning", "fit"]
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*have no (training|dev) example")  # every class in every split
-        cli = build_cli(["fit", "--config", "examples/methods/prompt_tuning.yaml", "--config",
-                         "examples/own_data/config.yaml", "--trainer.max_steps=4",
+        cli = build_cli([*command[1:], "--trainer.max_steps=4",
                          f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
     dm = cli.datamodule
     assert isinstance(dm, TextClassificationDataModule)
