@@ -76,8 +76,10 @@ def per_class_f1_figure(
 
     Args:
         per_class_f1: one run's per-class F1 (indexed by class), or run name -> that.
-        counts, ratio, label_names: as in :func:`class_distribution_figure`; the training
-            counts fix the class order, so the runs line up class by class.
+        counts: as in :func:`class_distribution_figure`; the training counts fix the class
+            order, so the runs line up class by class.
+        ratio: as in :func:`class_distribution_figure`.
+        label_names: as in :func:`class_distribution_figure`.
     """
     return _per_class_figure(per_class_f1, counts, ratio, label_names, "F1", "Per-class F1")
 
@@ -105,7 +107,9 @@ def confusion_matrix_figure(
 
     Args:
         confusion: ``[C, C]`` counts, indexed by class (``test_metrics.json``'s ``confusion_matrix``).
-        counts, ratio, label_names: as in :func:`class_distribution_figure`.
+        counts: as in :func:`class_distribution_figure`.
+        ratio: as in :func:`class_distribution_figure`.
+        label_names: as in :func:`class_distribution_figure`.
     """
     matrix = np.asarray(confusion, dtype=np.float64)
     order, n_head = head_to_tail(counts, ratio)

@@ -37,8 +37,9 @@ class ClassifierSettings:
             ``transformers`` (a model transformers' Auto class loads) or ``onnx`` (``model.onnx``).
         transformers: that Auto class's name, for ``transformers``.
         why_not_transformers: why a ``pytorch`` folder has no transformers equivalent.
-        template_pieces, verbalizer_token_ids: the template as token-id pieces and each label
-            word's token ids (prompt-tuning), for reproducing it in plain transformers.
+        template_pieces: the template as token-id pieces (prompt-tuning), for reproducing it in
+            plain transformers.
+        verbalizer_token_ids: each label word's token ids (prompt-tuning), likewise.
         onnx_inputs: the graph's input names, for ``onnx``.
         quantization: ``"int8"`` for a dynamically quantized ONNX graph, else None.
         lt_tuning_version: the version that wrote the folder.

@@ -62,6 +62,7 @@ class Verbalizer(nn.Module):
 
     @property
     def num_classes(self) -> int:
+        """The number of classes, one label word each."""
         return self.token_ids.shape[0]
 
     def forward(self, vocab_logits: torch.Tensor) -> torch.Tensor:

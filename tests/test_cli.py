@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, SHARED_DATA, require_split
+from docblocks import code_block
 from lt_tuning import TextClassificationDataModule
 from lt_tuning.cli import COMMANDS, main
 from lt_tuning.commands.lightning import build_cli
@@ -112,10 +113,11 @@ def test_evaluation_without_a_checkpoint_is_refused(subcommand, tmp_path, tiny_b
 
 def test_own_data_example_from_readme_trains_and_tests(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the example's relative paths are from the repository root
+    command = code_block("README.md", "examples/own_data/config.yaml").split()
+    assert command[:2] == ["lt-tuning", "fit"]
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*have no (training|dev) example")  # every class in every split
-        cli = build_cli(["fit", "--config", "examples/methods/prompt_tuning.yaml", "--config",
-                         "examples/own_data/config.yaml", "--trainer.max_steps=4",
+        cli = build_cli([*command[1:], "--trainer.max_steps=4",
                          f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
     dm = cli.datamodule
     assert isinstance(dm, TextClassificationDataModule)
@@ -131,13 +133,11 @@ def test_readme_python_example_gives_the_cli_numbers(tmp_path, monkeypatch):
     configs and seed: the same test metrics. Both shortened the same way: 24 rows, 3 steps."""
     require_split("cmid", "train")
     monkeypatch.chdir(ROOT)  # the example's relative paths are from the repository root
-    usage = (ROOT / "README.md").read_text(encoding="utf-8").split("## Usage")[1].split("\n## ")[0]
-    [example] = [block for block in usage.split("```python\n")[1:] if "fit_and_test" in block]
+    example = code_block("README.md", "fit_and_test")
     short = {"group_by_length=True,": f"group_by_length=True, limit_examples=24, cache_dir={str(tmp_path)!r},",
              '"../shared/data"': repr(str(SHARED_DATA)),
              "max_steps=500)": f"max_steps=3, val_check_interval=2, default_root_dir={str(tmp_path / 'py')!r}, "
                                "enable_progress_bar=False)"}
-    example = example.split("```")[0]
     for old, new in short.items():
         assert old in example
         example = example.replace(old, new)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from conftest import ROOT, SHARED_DATA
+from docblocks import code_block
 from variants import CORE, VARIANTS
 from lt_tuning import TextClassifier, load_classifier
 from lt_tuning.classifier import CHARS_PER_TOKEN, default_device
@@ -22,13 +22,6 @@ from lt_tuning.cli import main
 from lt_tuning.inference import export_classifier
 from lt_tuning.onnx_runtime import OnnxClassifier
 from lt_tuning.settings import ClassifierSettings
-
-def readme_block(marker: str, section: str = "Use a trained model") -> str:
-    """The code block of a README.md section whose text holds ``marker``."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8").split(f"## {section}")[1].split("\n## ")[0]
-    [block] = [b for b in re.findall(r"```(?:python|bash)\n(.*?)```", text, re.S) if marker in b]
-    return block
-
 
 @pytest.mark.parametrize("variant", CORE)
 def test_a_checkpoint_alone_classifies_raw_text(variant, saved, tmp_path, monkeypatch):
@@ -70,15 +63,16 @@ def test_every_exported_folder_loads_back_into_lt_tuning(variant, saved, exporte
 
 
 def test_exported_models_give_the_same_probabilities_in_plain_transformers(saved, exported, tmp_path):
-    """README's lines of plain transformers, in a process that never imports lt_tuning."""
+    """The docs' lines of plain transformers (docs/using-a-model.md), in a process that never imports lt_tuning."""
     texts = {name: saved[name]["texts"] for name in ("cls_tuning_tanh", "cls_tuning_tanh_roberta", "prompt_tuning")}
     script = "import json, sys\nresults = {}\n"
     readme_texts = '["头痛怎么办", "感冒吃什么药好"]'
+    page = "docs/using-a-model.md"
     for name in ("cls_tuning_tanh", "cls_tuning_tanh_roberta"):
-        block = readme_block('pipeline("text-classification"').replace('"exported"', json.dumps(str(exported[name][0])))
+        block = code_block(page, 'pipeline("text-classification"').replace('"exported"', json.dumps(str(exported[name][0])))
         script += block.replace(readme_texts, repr(texts[name]))
         script += f"results[{name!r}] = [{{row['label']: row['score'] for row in text}} for text in scores]\n"
-    block = readme_block("AutoModelForMaskedLM").replace('"exported', json.dumps(str(exported["prompt_tuning"][0]))[:-1])
+    block = code_block(page, "AutoModelForMaskedLM").replace('"exported', json.dumps(str(exported["prompt_tuning"][0]))[:-1])
     script += block.replace(readme_texts, repr(texts["prompt_tuning"]))
     script += """results["prompt_tuning"] = probs
 assert "lt_tuning" not in sys.modules
@@ -128,7 +122,7 @@ def test_classify_command_classifies_unlabelled_files_in_input_order(saved, tmp_
 
 def test_readme_python_example_runs(saved, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    block = readme_block("load_classifier(")
+    block = code_block("README.md", "load_classifier(")
     block = block.replace('"lightning_logs/version_0/checkpoints/best-step=500.ckpt"', repr(str(saved["prompt_tuning"]["ckpt"])))
     namespace: dict = {}
     exec(block, namespace)
@@ -273,10 +267,10 @@ def test_classify_from_an_onnx_folder_imports_no_torch(saved, onnx_folders, tmp_
 
 
 def test_readme_deploy_commands_run(saved, tmp_path, monkeypatch, capsys):
-    """README's "Deploy" export and classify lines, on the prompt-tuning checkpoint."""
+    """The docs' "Deploy" export and classify lines (docs/using-a-model.md), on the prompt-tuning checkpoint."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "new.txt").write_text("头痛怎么办\n感冒吃什么药好\n", encoding="utf-8")
-    block = readme_block("--format onnx", section="Deploy").replace("\\\n", " ")
+    block = code_block("docs/using-a-model.md", "--format onnx").replace("\\\n", " ")
     lines = [line.split("#")[0].split() for line in block.splitlines() if line.startswith("lt-tuning ")]
     assert [line[1] for line in lines] == ["export", "export", "classify", "serve"]
     ckpt = "lightning_logs/version_0/checkpoints/best-step=500.ckpt"

@@ -77,7 +77,7 @@ class EpochPatienceEarlyStopping(EarlyStopping):
     Args:
         patience_epochs: epochs of steps without improvement before stopping; None: use
             ``patience`` (in evaluations) as given.
-        Other arguments: those of ``EarlyStopping``.
+        **kwargs: the arguments of ``EarlyStopping``.
     """
 
     def __init__(self, monitor: str, patience_epochs: float | None = 2.0, **kwargs: Any) -> None:

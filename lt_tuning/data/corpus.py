@@ -228,6 +228,7 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
 
     @property
     def pad_token_id(self) -> int:
+        """The tokenizer's padding token id."""
         return self.tokenizer.pad_token_id
 
     # --- encoding ----------------------------------------------------------------------
@@ -281,6 +282,7 @@ class MaskedLMCorpusDataModule(pl.LightningDataModule):
                                sep=tokenizer.sep_token_id, max_length=self.max_length)
 
     def collator(self, seed: int | None = None) -> DataCollatorForLanguageModeling:
+        """Masks ``mlm_probability`` of each block's tokens (80/10/10), drawn from ``seed`` where given."""
         return DataCollatorForLanguageModeling(self.tokenizer, mlm_probability=self.mlm_probability, seed=seed)
 
     def masked_heldout(self, language: str) -> list[dict[str, torch.Tensor]]:

@@ -150,10 +150,12 @@ class LongTailedDataModule(pl.LightningDataModule):
 
     @property
     def label2idx(self) -> dict[str, int]:
+        """Label name -> class index, in ``label_names`` order."""
         return {label: index for index, label in enumerate(self.label_names)}
 
     @property
     def num_classes(self) -> int:
+        """The number of classes, ``len(label_names)``."""
         return len(self.label_names)
 
     @cached_property

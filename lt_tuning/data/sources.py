@@ -20,8 +20,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-#: The authors' release (GeneZC/Glee, folder ``long_tailed_datasets``), pinned by its full commit hash.
 RELEASE_URL = "https://raw.githubusercontent.com/GeneZC/Glee/935d238fcd1e86817a5e3c6c000ef7e0ec8670de/long_tailed_datasets"
+"""The authors' release (GeneZC/Glee, folder ``long_tailed_datasets``), pinned by its full commit hash."""
 RELEASE_FILES = ("train.tsv", "dev.tsv", "test.tsv", "label2idx.json", "verbalizer.json")
 
 

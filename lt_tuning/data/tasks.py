@@ -81,6 +81,7 @@ class ReleasedTaskDataModule(LongTailedDataModule):
 
     @cached_property
     def task_dir(self) -> Path:
+        """The task's folder: ``data_dir``, ``$LT_TUNING_DATA``, the cache, else a download into the cache."""
         return resolve_task_dir(self.spec.name, self.data_dir, self.download_url)
 
     def prepare_data(self) -> None:
@@ -144,8 +145,10 @@ class TextClassificationDataModule(LongTailedDataModule):
     """The user's own long-tailed data: files (TSV, CSV, JSON lines) or a ``datasets`` dataset.
 
     Args:
-        train_file, dev_file, test_file: paths of the splits (header row for TSV/CSV). Without
-            a dev split, fit trains with no validation and the final weights are tested.
+        train_file: path of the training split (header row for TSV/CSV).
+        dev_file: path of the dev split. Without a dev split, fit trains with no validation
+            and the final weights are tested.
+        test_file: path of the test split.
         dataset_name: instead of files, a ``datasets`` dataset: from Python a ``DatasetDict``;
             by name, a folder written by ``save_to_disk`` or a name for ``datasets.load_dataset``
             (a hub dataset, or a builder such as ``"csv"`` with ``dataset_kwargs={"data_files": ...}``).
@@ -154,8 +157,8 @@ class TextClassificationDataModule(LongTailedDataModule):
             ``train``, ``validation`` or ``dev``, ``test``.
         labels: label names in index order, or a label2idx.json path; default: the names of
             the dataset's label column if it is a ``ClassLabel``.
-        verbalizer: label (name or index) -> word, or a JSON path (needed for prompt format).
-    Other arguments as :class:`LongTailedDataModule`.
+        **kwargs: as :class:`LongTailedDataModule` (among them ``verbalizer``: label (name or
+            index) -> word, or a JSON path, needed for prompt format).
     """
 
     def __init__(

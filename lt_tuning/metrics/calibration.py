@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassCalibrationError
 from torchmetrics.utilities.data import dim_zero_cat
 
 ECE_BINS = 15
+"""Confidence bins of the expected calibration error (torchmetrics' default)."""
 
 
 class ClassGroupCalibrationError(MulticlassCalibrationError):

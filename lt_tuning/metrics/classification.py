@@ -21,6 +21,8 @@ from lt_tuning.metrics.shots import SHOT_THRESHOLDS, ShotF1
 from lt_tuning.metrics.split import check_ratio, empty_head_warning, head_tail_f1, head_tail_split
 
 MacroOver = Literal["present", "all"]
+"""The classes macro F1 averages over: those present in the labels or predictions (the study's,
+scikit-learn's), or all (an absent class counts 0)."""
 
 
 class MacroF1(MulticlassF1Score):

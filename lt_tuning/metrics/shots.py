@@ -15,7 +15,9 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassF1Score
 
 SHOTS = ("many", "medium", "few")
+"""The shot buckets, most training examples first (Liu et al. 2019)."""
 SHOT_THRESHOLDS = (100, 20)
+"""Many-shot: more than 100 training examples; medium: 20 to 100; few: fewer than 20."""
 
 
 def shot_buckets(train_counts: Sequence[int], thresholds: Sequence[int] = SHOT_THRESHOLDS) -> dict[str, list[int]]:

@@ -37,11 +37,13 @@ class LongTailedClassifier(pl.LightningModule):
         num_classes: number of labels (the CLI links it from the DataModule).
         loss: ``cross_entropy``, ``focal`` (Lin et al.) or ``focal_reference`` (the study's code).
         focal_gamma: gamma of either focal loss (the study used 1.0 with ``focal_reference``).
-        learning_rate, weight_decay, warmup_proportion: AdamW and linear-schedule settings;
-            bias and LayerNorm weights never decay.
+        learning_rate: AdamW's peak learning rate (linear schedule with warmup).
+        weight_decay: AdamW's weight decay; bias and LayerNorm weights never decay.
+        warmup_proportion: the share of the schedule spent warming up.
         adam_epsilon: AdamW's eps; 1e-6 as in the study (transformers' AdamW), not torch's 1e-8.
-        head_tail_ratio, class_counts: head/tail split of the metrics (linked from the
-            DataModule); ``class_counts=None`` splits on each evaluated set itself (the study).
+        head_tail_ratio: the head/tail ratio of the metrics' split (linked from the DataModule).
+        class_counts: the counts that split the metrics (linked from the DataModule);
+            ``None`` splits on each evaluated set itself (the study).
         f1_over: ``val/f1``/``test/f1`` average per-class F1 over the ``present`` classes (in
             the split's labels or predictions: scikit-learn's macro F1, the study's) or ``all``.
         train_class_counts: training examples per class, the priors of the remedies below

@@ -47,14 +47,20 @@ class MaskedLMPretrainingModule(pl.LightningModule):
     fine-tuning, at the end of fit and at budgets of ``tokens_seen``.
 
     Args:
-        vocab_size, pad_token_id: from the tokenizer (the CLI links them from the DataModule).
+        vocab_size: the tokenizer's vocabulary size (the CLI links it from the DataModule).
+        pad_token_id: the tokenizer's padding id (linked likewise).
         model_name_or_path: continue pretraining this masked LM (task-adaptive pretraining);
             None builds a BERT from the size arguments below.
-        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
-            max_position_embeddings: the new BERT's size.
+        hidden_size: the new BERT's hidden size.
+        num_hidden_layers: its number of layers.
+        num_attention_heads: its attention heads per layer.
+        intermediate_size: its feed-forward size.
+        max_position_embeddings: its longest input.
         dropout: the new BERT's hidden and attention dropout. 0 suits a short pretraining
             (the model underfits, it does not overfit); the saved config keeps this value.
-        learning_rate, weight_decay, warmup_proportion: AdamW with linear warmup and decay.
+        learning_rate: AdamW's peak learning rate, after a linear warmup, then linear decay.
+        weight_decay: AdamW's weight decay.
+        warmup_proportion: the share of the schedule spent warming up.
         schedule_steps: length of that schedule; None: the trainer's step budget. Set it to
             stop early on a longer schedule (e.g. to rebuild a run cut short by ``max_time``).
     """
