@@ -48,7 +48,7 @@ def metrics_files(folder: Path) -> list[dict]:
 
 def one_process_test_metrics(folder: Path, args: list[str], monkeypatch) -> dict:
     monkeypatch.chdir(folder)
-    main(["test", *args, f"--trainer.default_root_dir={folder}"])
+    main(["test", *args, f"--trainer.default_root_dir={folder}", "--plots.enabled=false"])
     [metrics] = metrics_files(folder)
     return metrics
 

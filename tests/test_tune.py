@@ -37,7 +37,7 @@ def tiny_args(tmp_path: Path, model_dir: str, cache: Path, **tune: object) -> li
     return ["--config", str(config), "--data=lt_tuning.CMIDDataModule", f"--data.data_dir={SHARED_DATA}",
             f"--data.model_name_or_path={model_dir}", "--data.limit_examples=32", "--data.batch_size=8",
             f"--data.cache_dir={cache}", "--trainer.max_steps=2", "--trainer.val_check_interval=1",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--plots.enabled=false"]
 
 
 GAMMA = {"model.init_args.focal_gamma": {"low": 0.5, "high": 2.0}}  # searched under CLS-tuning only

@@ -4,6 +4,7 @@ as a self-contained folder."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from lt_tuning.settings import ClassifierSettings
 
@@ -22,6 +23,9 @@ def main(args: list[str]) -> None:
     options = parser.parse_args(args)
     if options.quantize and options.format != "onnx":
         raise ValueError("--quantize int8 needs --format onnx.")
+    if not Path(options.ckpt_path).exists():  # said before loading torch, which takes seconds
+        raise FileNotFoundError(f"--ckpt_path {options.ckpt_path}: no such file; give a checkpoint of `lt-tuning fit` "
+                                "(e.g. lightning_logs/version_0/checkpoints/best-step=500.ckpt).")
     from lt_tuning.inference import export_classifier
 
     auto_class = export_classifier(options.ckpt_path, options.output_dir, options.format, options.quantize)
