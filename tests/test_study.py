@@ -57,6 +57,16 @@ def test_kendall_tau_b_counts_agreeing_pairs_and_ties():
     assert kendall_tau([1, 1, 2], [1, 2, 3])["tau"] == pytest.approx(2 / 6**0.5)
 
 
+def test_seeds_text_names_the_common_seeds_then_the_cells_with_others():
+    from report import STUDY, seeds_text
+
+    five = {("cmid", m): {"seeds": [779, 775, 776, 777, 778]} for m in STUDY}
+    three = {(d, m): {"seeds": [775, 776, 777]} for d in ("ctc", "r52") for m in STUDY}
+    odd = {("r52", "cls_tuning_focal"): {"seeds": [775, 778]}}
+    assert seeds_text({**five, **three}) == "seeds 775-777 (775-779: the 10 study rows on CMID)"
+    assert seeds_text({**three, **odd}) == "seeds 775-777 (775, 778: r52-cls_tuning_focal)"
+
+
 def test_study_report_tables_claims_and_remedies(tmp_path):
     from report import main as study_report
 

@@ -294,12 +294,38 @@ def signed(d: float | None, se: float | None = None) -> str:
     return f"{d:+.1f}".replace("-0.0", "+0.0") + ("" if se is None else f" ({se:.1f})")  # no "-0.0"
 
 
+def seed_range(seeds: Sequence[int]) -> str:
+    """``775-777`` for consecutive seeds, else ``775, 778``."""
+    seeds = sorted(seeds)
+    consecutive = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    return f"{seeds[0]}-{seeds[-1]}" if consecutive and len(seeds) > 1 else ", ".join(map(str, seeds))
+
+
+def seeds_text(rows: dict) -> str:
+    """The seeds the means are over: the most common set, then each other set with its cells,
+    e.g. ``seeds 775-777 (775-779: the 10 study rows on CMID and CTC)``."""
+    cells: dict[tuple[int, ...], list[tuple[str, str]]] = {}
+    for key, row in rows.items():
+        cells.setdefault(tuple(sorted(row["seeds"])), []).append(key)
+    common, *others = sorted(cells, key=lambda seeds: -len(cells[seeds]))
+    notes = []
+    for seeds in others:
+        datasets = sorted({d for d, _ in cells[seeds]})
+        methods = {m for _, m in cells[seeds]}
+        if methods == set(STUDY) and len(cells[seeds]) == len(STUDY) * len(datasets):
+            what = f"the {len(STUDY)} study rows on {' and '.join(d.upper() for d in datasets)}"
+        else:
+            what = ", ".join(f"{d}-{m}" for d, m in sorted(cells[seeds]))
+        notes.append(f"{seed_range(seeds)}: {what}")
+    return f"seeds {seed_range(common)}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def report(rows: dict) -> tuple[str, dict[str, Any]]:
     """The Markdown report and its numbers."""
     taus, claims, gaps, remedies = rank_agreement(rows), judge_claims(rows), gap_recovered(rows), remedy_rows(rows)
     missing = [f"{d}-{m}" for d, m in planned_cells() if (d, m) not in rows or rows[(d, m)]["n"] < len(SEEDS)]
     acc_f1, head_tail = {"acc": "Acc", "f1": "F1"}, {"head_f1": "head", "tail_f1": "tail"}
-    text = ["Ours: test %, mean (population std) over seeds 775-777, own backbone, "
+    text = [f"Ours: test %, mean (population std) over {seeds_text(rows)}, own backbone, "
             "`examples/own_backbone.yaml` budget; [paper]: BERT-base, 5 seeds (PAPER.md). "
             "The study's definitions on both sides.\n"]
     if missing:
