@@ -53,45 +53,36 @@ def one_process_test_metrics(folder: Path, args: list[str], monkeypatch) -> dict
     return metrics
 
 
-@pytest.mark.slow
-def test_two_processes_fit_test_and_predict_as_one_process(tmp_path, tiny_bert_dir, monkeypatch):
-    """fit with ``group_by_length`` and bf16-mixed on 2 processes, testing its best checkpoint on 2,
-    then ``predict`` on 2: the metrics are printed once, written once (with the plots), and equal a
-    1-process test; the predictions file holds each example once, in input order, and equals the
-    1-process file."""
+@pytest.fixture(scope="module")
+def fitted_on_two(tmp_path_factory, tiny_bert_dir) -> dict:
+    """``lt-tuning fit`` with ``group_by_length`` and bf16-mixed on 2 processes, testing its best
+    checkpoint on 2: its output, metrics, log folder and best checkpoint."""
     require_split("cmid", "train")
-    args = cmid_args(tiny_bert_dir, "prompt_tuning", tmp_path / "cache")
-    fit_dir = tmp_path / "fit"
-    fit_dir.mkdir()
-    fit = run_two_processes(fit_dir, "fit", [*args, "--data.init_args.group_by_length=true",
-                                             "--trainer.precision=bf16-mixed", "--trainer.max_steps=4",
-                                             "--trainer.val_check_interval=2", "--model.init_args.learning_rate=0.01"])
-    assert fit.stdout.count("test/tail_f1") == 1
-    [fitted] = metrics_files(fit_dir)
-    [log_dir] = [path.parent for path in fit_dir.rglob("test_metrics.json")]
-    assert sorted(path.name for path in log_dir.glob("*.png")) == sorted([*PlotWriter.FILES, PlotWriter.CONFUSION_FILE])
+    folder = tmp_path_factory.mktemp("two")
+    args = cmid_args(tiny_bert_dir, "prompt_tuning", folder / "cache")
+    fit = run_two_processes(folder, "fit", [*args, "--data.init_args.group_by_length=true",
+                                            "--trainer.precision=bf16-mixed", "--trainer.max_steps=4",
+                                            "--trainer.val_check_interval=2", "--model.init_args.learning_rate=0.01"])
+    [metrics] = metrics_files(folder)
+    [log_dir] = [path.parent for path in folder.rglob("test_metrics.json")]
     [best] = log_dir.glob("checkpoints/best-step=*.ckpt")
+    return {"stdout": fit.stdout, "metrics": metrics, "log_dir": log_dir, "best": best, "args": args}
+
+
+@pytest.mark.slow
+def test_two_processes_fit_and_test_as_one_process(fitted_on_two, tmp_path, monkeypatch):
+    """The metrics are printed once, written once (with the plots), and equal a 1-process test
+    of the same checkpoint."""
+    fitted, log_dir = dict(fitted_on_two["metrics"]), fitted_on_two["log_dir"]
+    assert fitted_on_two["stdout"].count("test/tail_f1") == 1
+    assert sorted(path.name for path in log_dir.glob("*.png")) == sorted([*PlotWriter.FILES, PlotWriter.CONFUSION_FILE])
     assert 0 < fitted["test/acc"] < 1  # a result that can tell the processes' shares apart
-    # fit's test ran on 2 processes: it equals a 1-process test of the same checkpoint
-    one = tmp_path / "one"
-    one.mkdir()
-    evaluation = [*args, f"--ckpt_path={best}", "--trainer.precision=bf16-mixed"]
-    alone = one_process_test_metrics(one, evaluation, monkeypatch)
+    evaluation = [*fitted_on_two["args"], f"--ckpt_path={fitted_on_two['best']}", "--trainer.precision=bf16-mixed"]
+    alone = one_process_test_metrics(tmp_path, evaluation, monkeypatch)
     # counts-based metrics exactly; the calibration errors (float sums, in another order) to rounding
     ece = [key for key in fitted if key.endswith("ece")]
     assert ece and {key: fitted.pop(key) for key in ece} == pytest.approx({key: alone.pop(key) for key in ece}, rel=1e-5)
     assert fitted == alone
-
-    predict = [*args, f"--ckpt_path={best}"]
-    two = tmp_path / "two"
-    two.mkdir()
-    result = run_two_processes(two, "predict", [*predict, f"--prediction_writer.output_file={tmp_path / 'two.tsv'}"])
-    assert result.stdout.count("Wrote 101 predictions") == 1
-    main(["predict", *predict, f"--prediction_writer.output_file={tmp_path / 'one.tsv'}"])
-    rows = list(csv.reader((tmp_path / "two.tsv").open(encoding="utf-8"), delimiter="\t"))
-    test_texts = [line.split("\t")[0] for line in (SHARED_DATA / "cmid/test.tsv").read_text("utf-8").splitlines()[1:102]]
-    assert [row[0] for row in rows[1:]] == test_texts  # every example once, in input order
-    assert (tmp_path / "two.tsv").read_text(encoding="utf-8") == (tmp_path / "one.tsv").read_text(encoding="utf-8")
 
 
 def test_training_loader_without_grouping_gives_each_process_its_share():
@@ -102,10 +93,11 @@ def test_training_loader_without_grouping_gives_each_process_its_share():
     assert len(shares[0]) == len(shares[1]) == 6 and set(shares[0] + shares[1]) == set(range(11))
 
 
-UNSEEDED_FIT = """
+UNSEEDED_FIT_THEN_PREDICT = """
 import json, sys
 import pytorch_lightning as pl, torch
-from lt_tuning import TextClassificationDataModule
+from lt_tuning import CMIDDataModule, PromptTuningModule, TextClassificationDataModule
+from lt_tuning.callbacks import PredictionWriter
 
 class Record(pl.LightningModule):
     # trains nothing: records which examples each process's batches hold, epoch by epoch
@@ -122,26 +114,46 @@ class Record(pl.LightningModule):
         with open(f"seen{self.global_rank}.json", "w") as file:
             json.dump(self.seen, file)
 
-data, tokenizer = sys.argv[1:]
+data, tokenizer, checkpoint, cmid, cache, predictions = sys.argv[1:]
 dm = TextClassificationDataModule(model_name_or_path=tokenizer, train_file=data, labels=["a", "b"],
                                   verbalizer={"a": "a", "b": "b"}, input_format="cls", batch_size=2)
-pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False, enable_checkpointing=False,
-           enable_progress_bar=False, enable_model_summary=False).fit(Record(), datamodule=dm)
+trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                     callbacks=[PredictionWriter(output_file=predictions)])
+trainer.fit(Record(), datamodule=dm)
+# then the same processes predict the CMID test split with a trained checkpoint
+model = PromptTuningModule.load_from_checkpoint(checkpoint, map_location="cpu")
+cmid = CMIDDataModule(data_dir=cmid, model_name_or_path=tokenizer, limit_examples=101, batch_size=8,
+                      eval_batch_size=10, cache_dir=cache, input_format=model.input_format)
+trainer.predict(model, datamodule=cmid, return_predictions=False)
 """
 
 
-def test_two_processes_trained_from_python_without_a_seed_see_each_example_once_an_epoch(tmp_path, zh_tokenizer_dir):
+def test_two_processes_from_python_unseeded_see_each_example_once_an_epoch_then_predict_as_one(
+        fitted_on_two, tmp_path, tiny_bert_dir):
     """No ``seed_everything``: the processes still draw one order and split it (they used to draw
-    one each, so that some examples were trained on twice an epoch and others never)."""
+    one each, so that some examples were trained on twice an epoch and others never). Then the
+    same 2 processes predict with the fitted checkpoint: the file holds each example once, in
+    input order, and equals `lt-tuning predict` on 1 process."""
     rows = "".join(f"{'头' * n}\t{'ab'[n % 2]}\n" for n in range(1, 17))
     (tmp_path / "train.tsv").write_text(f"text\tlabel\n{rows}", encoding="utf-8")
-    (tmp_path / "fit.py").write_text(UNSEEDED_FIT, encoding="utf-8")
+    (tmp_path / "fit.py").write_text(UNSEEDED_FIT_THEN_PREDICT, encoding="utf-8")
     env = {key: value for key, value in os.environ.items() if key != "PL_GLOBAL_SEED"}
-    result = subprocess.run([sys.executable, "fit.py", str(tmp_path / "train.tsv"), zh_tokenizer_dir], cwd=tmp_path,
-                            env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
+    best = fitted_on_two["best"]
+    result = subprocess.run([sys.executable, "fit.py", str(tmp_path / "train.tsv"), tiny_bert_dir, str(best),
+                             str(SHARED_DATA / "cmid"), str(tmp_path / "cache"), str(tmp_path / "two.tsv")],
+                            cwd=tmp_path, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=240)
     assert result.returncode == 0, result.stderr[-4000:]
     seen = [json.loads((tmp_path / f"seen{rank}.json").read_text()) for rank in (0, 1)]
     for epoch in (0, 1):
         shares = [sorted(i for e, batch in rank for i in batch if e == epoch) for rank in seen]
         assert len(shares[0]) == len(shares[1]) == 8
         assert sorted(shares[0] + shares[1]) == list(range(16))  # every example once: no overlap, none left out
+
+    assert result.stdout.count("Wrote 101 predictions") == 1
+    main(["predict", *fitted_on_two["args"], f"--ckpt_path={best}", f"--prediction_writer.output_file={tmp_path / 'one.tsv'}"])
+    rows = list(csv.reader((tmp_path / "two.tsv").open(encoding="utf-8"), delimiter="\t"))
+    test_texts = [line.split("\t")[0] for line in (SHARED_DATA / "cmid/test.tsv").read_text("utf-8").splitlines()[1:102]]
+    assert [row[0] for row in rows[1:]] == test_texts  # every example once, in input order
+    assert (tmp_path / "two.tsv").read_text(encoding="utf-8") == (tmp_path / "one.tsv").read_text(encoding="utf-8")
