@@ -4,6 +4,7 @@ can start), a killed worker's trial run again, pruning, failures, best.yaml, bad
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import pytorch_lightning as pl
 import yaml
 
 from conftest import ROOT, SHARED_DATA, require_split
@@ -46,10 +48,25 @@ SEARCH = {"method": {"choices": {str(METHODS / "prompt_tuning.yaml"): {}, str(ME
 
 
 def start_worker(args: list[str], folder: Path) -> subprocess.Popen:
-    """The installed ``lt-tuning tune`` in a fresh process, run from another folder."""
+    """The installed ``lt-tuning tune`` in a fresh process, run from another folder (with this
+    folder importable, for :class:`Gate`)."""
     script = Path(sys.executable).with_name("lt-tuning")
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(Path(__file__).parent)]))
     return subprocess.Popen([str(script), "tune", *args], cwd=folder, stdout=subprocess.DEVNULL,
-                            stderr=open(folder / f"worker-{time.monotonic_ns()}.log", "w"))
+                            stderr=open(folder / f"worker-{time.monotonic_ns()}.log", "w"),
+                            env={**os.environ, "PYTHONPATH": path})
+
+
+class Gate(pl.Callback):
+    """Holds each trial at its training start until ``path`` exists: a test opens it once every
+    worker holds a trial, so that each takes part whatever the machine's speed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        while not self.path.exists():
+            time.sleep(0.05)
 
 
 def wait_for(condition, what: str, timeout: float = 120.0) -> None:
@@ -59,11 +76,18 @@ def wait_for(condition, what: str, timeout: float = 120.0) -> None:
         time.sleep(0.1)
 
 
+@functools.cache
+def storage_at(url: str) -> optuna.storages.RDBStorage:
+    """One connection per study (opening one costs about half a second of CPU, polled here 10
+    times a second); the library's opener, which retries while a worker is creating the tables."""
+    return open_storage(url, 60)
+
+
 def trials_of(storage: str, worker: subprocess.Popen | None = None) -> list[optuna.trial.FrozenTrial]:
     if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
         return []  # the worker has not created it yet
-    try:  # the library's opener: it retries while a worker is still creating the tables
-        trials = optuna.load_study(study_name="lt-tuning", storage=open_storage(storage, 60)).get_trials()
+    try:
+        trials = optuna.load_study(study_name="lt-tuning", storage=storage_at(storage)).get_trials()
     except KeyError:  # the study is not created yet
         return []
     mark = f"{socket.gethostname()}:{worker.pid}" if worker else None
@@ -230,11 +254,24 @@ def postgres_url() -> str:
 
 
 def test_two_workers_on_a_postgresql_server_share_one_study(tmp_path, tiny_bert_dir, cache, postgres_url):
+    """Worker A (a fresh process) and B (this one): the gate holds each trial until both hold one."""
     require_split("cmid", "dev")
     args = tiny_args(tmp_path, tiny_bert_dir, cache, n_trials=3, space=SEARCH, storage=postgres_url)
+    (tmp_path / "gate.yaml").write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "test_tune.Gate", "init_args": {"path": str(tmp_path / "open")}}]}}))
+    args += ["--config", str(tmp_path / "gate.yaml")]
     worker_a = start_worker(args, tmp_path)
-    wait_for(lambda: trials_of(postgres_url, worker_a), "worker A's first trial")
+
+    def open_when_both_hold_a_trial() -> None:
+        running = lambda: {t.user_attrs.get("worker") for t in trials_of(postgres_url)  # noqa: E731
+                           if t.state == optuna.trial.TrialState.RUNNING}
+        wait_for(lambda: len(running()) == 2, "a trial held by each worker")
+        (tmp_path / "open").touch()
+
+    opener = threading.Thread(target=open_when_both_hold_a_trial)
+    opener.start()
     main(["tune", *args])
+    opener.join()
     assert worker_a.wait(timeout=120) == 0
     finished = [t for t in trials_of(postgres_url) if t.state in FINISHED]
     assert sorted(t.number for t in finished) == [0, 1, 2]
