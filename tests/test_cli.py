@@ -128,14 +128,15 @@ def test_own_data_example_from_readme_trains_and_tests(tmp_path, monkeypatch):
     assert len(result["test/per_class_f1"]) == 4
 
 
-def test_readme_python_example_gives_the_cli_numbers(tmp_path, monkeypatch):
+def test_readme_python_example_gives_the_cli_numbers(tmp_path, monkeypatch, tiny_bert_dir):
     """README's Python example (the CLI's recipe in one call) and `lt-tuning fit` with the same
-    configs and seed: the same test metrics. Both shortened the same way: 24 rows, 3 steps."""
+    configs and seed: the same test metrics. Both shortened the same way: 24 rows, 3 steps, the tiny
+    model in place of examples/backbone."""
     require_split("cmid", "train")
     monkeypatch.chdir(ROOT)  # the example's relative paths are from the repository root
     example = code_block("README.md", "fit_and_test")
     short = {"group_by_length=True,": f"group_by_length=True, limit_examples=24, cache_dir={str(tmp_path)!r},",
-             '"../shared/data"': repr(str(SHARED_DATA)),
+             '"../shared/data"': repr(str(SHARED_DATA)), '"examples/backbone"': repr(tiny_bert_dir),
              "max_steps=500)": f"max_steps=3, val_check_interval=2, default_root_dir={str(tmp_path / 'py')!r}, "
                                "enable_progress_bar=False)"}
     for old, new in short.items():
@@ -145,6 +146,7 @@ def test_readme_python_example_gives_the_cli_numbers(tmp_path, monkeypatch):
     exec(example, namespace)
     cli = build_cli(["fit", "--config", "examples/data/cmid.yaml", "--config", "examples/methods/prompt_tuning.yaml",
                      "--config", "examples/own_backbone.yaml", f"--data.init_args.data_dir={SHARED_DATA}",
+                     f"--data.init_args.model_name_or_path={tiny_bert_dir}",
                      "--data.init_args.limit_examples=24", f"--data.init_args.cache_dir={tmp_path}",
                      "--trainer.max_steps=3", "--trainer.val_check_interval=2",
                      f"--trainer.default_root_dir={tmp_path / 'cli'}", "--trainer.enable_progress_bar=false",
