@@ -82,6 +82,9 @@ class Tuner:
         return self.study
 
     def objective(self, trial: optuna.Trial) -> float:
+        # A first heartbeat before anything else: Optuna's comes from a thread that may not have run
+        # yet, and a trial with none is never stale, so a worker killed now would leave it running forever.
+        self.study._storage.record_heartbeat(trial._trial_id)
         earlier = [t for t in self.study.get_trials(deepcopy=False) if t.number < trial.number]
         if sum(map(counts_against_budget, earlier)) >= self.settings.n_trials:
             trial.set_user_attr("surplus", True)  # another worker took the last trial at the same moment
