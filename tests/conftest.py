@@ -153,6 +153,25 @@ def require_split(task: str, split: str) -> Path:
     return path
 
 
+def write_cmid_run(folder: Path, model_dir: str, module: str, data: dict | None = None, model: dict | None = None,
+                   trainer: dict | None = None, **sections: dict) -> Path:
+    """``folder/run.yaml``, a short CMID run as a user's config file: the shared data, ``model_dir``'s
+    tokenizer, ``module`` with ``model`` as its arguments, logs in ``folder/runs``, no progress bar
+    or model summary; ``data``, ``trainer`` and other ``sections`` (e.g. ``plots``) add to it."""
+    import yaml
+
+    config = {"data": {"class_path": "lt_tuning.CMIDDataModule",
+                       "init_args": {"data_dir": str(SHARED_DATA), "model_name_or_path": model_dir,
+                                     "cache_dir": str(folder / "cache"), **(data or {})}},
+              "model": {"class_path": module, "init_args": model or {}},
+              "trainer": {"default_root_dir": str(folder / "runs"), "enable_progress_bar": False,
+                          "enable_model_summary": False, **(trainer or {})},
+              **sections}
+    path = folder / "run.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
 def save_tiny_masked_lm(folder: Path, tokenizer_dir: str, arch: str = "bert", seed: int = 0) -> str:
     """A randomly initialised 2-layer masked LM (+ the tokenizer) that Auto classes load.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, SHARED_DATA, require_split
+from conftest import ROOT, require_split, write_cmid_run
 from lt_tuning import load_classifier
 from lt_tuning.cli import main
 
@@ -21,30 +21,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SHOT_THRESHOLDS = (8, 3)  # 96 training examples over 36 classes: a few many-shot classes, some medium, most few
 
 
-def _fit(folder: Path, tiny_bert_dir: str, method: str, extra: str = "") -> Path:
-    config = folder / "run.yaml"
-    config.write_text(f"""
-data:
-  class_path: lt_tuning.CMIDDataModule
-  init_args:
-    data_dir: {SHARED_DATA}
-    model_name_or_path: {tiny_bert_dir}
-    limit_examples: 96
-    batch_size: 32
-    cache_dir: {folder / 'cache'}
-model:
-  class_path: {method}
-  init_args:
-    learning_rate: 0.003
-    shot_thresholds: {list(SHOT_THRESHOLDS)}
-{extra}
-trainer:
-  max_steps: 4
-  val_check_interval: 2
-  default_root_dir: {folder / 'runs'}
-  enable_progress_bar: false
-  enable_model_summary: false
-""", encoding="utf-8")
+def _fit(folder: Path, tiny_bert_dir: str, method: str, **settings: object) -> Path:
+    config = write_cmid_run(folder, tiny_bert_dir, method, data={"limit_examples": 96, "batch_size": 32},
+                            model={"learning_rate": 0.003, "shot_thresholds": list(SHOT_THRESHOLDS), **settings},
+                            trainer={"max_steps": 4, "val_check_interval": 2})
     main(["fit", "--config", str(config)])
     return folder / "runs"
 
@@ -53,11 +33,9 @@ trainer:
 def runs(tmp_path_factory, tiny_bert_dir) -> dict[str, Path]:
     """``calibrated``: prompt-tuning with temperature scaling and post-hoc tau ``auto``; ``plain``: CLS-tuning."""
     require_split("cmid", "train")
-    calibrated = """    temperature_scaling: true
-    logit_adjustment: posthoc
-    logit_adjustment_tau: auto"""
+    calibrated = {"temperature_scaling": True, "logit_adjustment": "posthoc", "logit_adjustment_tau": "auto"}
     return {"calibrated": _fit(tmp_path_factory.mktemp("calibrated"), tiny_bert_dir, "lt_tuning.PromptTuningModule",
-                               calibrated),
+                               **calibrated),
             "plain": _fit(tmp_path_factory.mktemp("plain"), tiny_bert_dir, "lt_tuning.ClsTuningModule")}
 
 

@@ -11,9 +11,9 @@ import torch
 import yaml
 from transformers import AutoModelForMaskedLM
 
-from conftest import ROOT, SHARED_DATA, VERBALIZER, prompt_batch, prompt_module, require_split
+from conftest import ROOT, SHARED_DATA, VERBALIZER, prompt_batch, prompt_module, require_split, write_cmid_run
 import lt_tuning
-from lt_tuning import ClsTuningModule, CMIDDataModule, PromptTuningModule
+from lt_tuning import ClsTuningModule, PromptTuningModule
 from lt_tuning.cli import main
 from lt_tuning.commands.lightning import build_cli
 from lt_tuning.models import classification_loss, focal_loss, focal_loss_reference
@@ -181,34 +181,12 @@ def test_data_configs_print_their_values(data, capsys):
 
 
 def write_run_config(tmp_path: Path, model_dir: str, module: str) -> Path:
-    config = tmp_path / "run.yaml"
-    config.write_text(f"""
-data:
-  class_path: lt_tuning.CMIDDataModule
-  init_args:
-    data_dir: {SHARED_DATA}
-    model_name_or_path: {model_dir}
-    limit_examples: 200
-    batch_size: 16
-    cache_dir: {tmp_path / 'cache'}
-model:
-  class_path: lt_tuning.{module}
-  init_args:
-    learning_rate: 0.001
-trainer:
-  max_epochs: 1
-  val_check_interval: 5
-  default_root_dir: {tmp_path / 'runs'}
-  logger:  # metrics.csv, whichever logger is the default
-    class_path: pytorch_lightning.loggers.CSVLogger
-    init_args:
-      save_dir: {tmp_path / 'runs'}
-  enable_progress_bar: false
-  enable_model_summary: false
-plots:
-  enabled: false
-""", encoding="utf-8")
-    return config
+    logger = {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path / "runs")}}
+    return write_cmid_run(tmp_path, model_dir, f"lt_tuning.{module}", data={"limit_examples": 200, "batch_size": 16},
+                          model={"learning_rate": 0.001},
+                          trainer={"max_epochs": 1, "val_check_interval": 5,
+                                   "logger": logger},  # metrics.csv, whichever logger is the default
+                          plots={"enabled": False})
 
 
 def test_cli_fit_then_test_from_checkpoint(tmp_path, tiny_bert_dir, capsys):

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import ROOT, SHARED_DATA, VERBALIZER, prompt_module, require_split
+from conftest import ROOT, SHARED_DATA, VERBALIZER, prompt_module, require_split, write_cmid_run
 from lt_tuning import (
     ClsTuningModule,
     CMIDDataModule,
@@ -137,27 +137,9 @@ def test_plot_writer_orders_by_test_counts_when_metrics_split_on_each_set(tmp_pa
 @pytest.mark.slow
 def test_cli_fit_leaves_the_three_pngs_in_the_log_dir(tmp_path, tiny_bert_dir, monkeypatch):
     require_split("cmid", "train")
-    config = tmp_path / "run.yaml"
-    config.write_text(f"""
-data:
-  class_path: lt_tuning.CMIDDataModule
-  init_args:
-    data_dir: {SHARED_DATA}
-    model_name_or_path: {tiny_bert_dir}
-    limit_examples: 64
-    batch_size: 32
-    cache_dir: {tmp_path / 'cache'}
-model:
-  class_path: lt_tuning.ClsTuningModule
-  init_args:
-    learning_rate: 0.001
-trainer:
-  max_steps: 4
-  val_check_interval: 2
-  default_root_dir: {tmp_path / 'runs'}
-  enable_progress_bar: false
-  enable_model_summary: false
-""", encoding="utf-8")
+    config = write_cmid_run(tmp_path, tiny_bert_dir, "lt_tuning.ClsTuningModule",
+                            data={"limit_examples": 64, "batch_size": 32}, model={"learning_rate": 0.001},
+                            trainer={"max_steps": 4, "val_check_interval": 2})
     main(["fit", "--config", str(config)])
     run = tmp_path / "runs" / "lightning_logs" / "version_0"
     for name in PlotWriter.FILES:
